@@ -1,0 +1,357 @@
+# The Charliecloud adapter: the only module that builds ch-run/ch-image
+# command lines or knows Charliecloud's storage layout.
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import uuid
+
+import fsutil
+import misc
+
+
+## Constants ##
+
+VERSION_MIN = (0, 31)
+
+# ch-run options ch-cri uses, detected from "ch-run --help" (feature name ->
+# option text).
+RUN_OPTIONS = { "unset_env":  "--unset-env",
+                "set_env":    "--set-env",
+                "env_no_expand": "--env-no-expand",
+                "join_pid":   "--join-pid",
+                "write":      "--write",
+                "cd":         "--cd",
+                "storage":    "--storage" }
+
+# Image directories ch-cri owns in the shared storage: "ch-cri%<64 hex>"
+# (reference "ch-cri/<ID>") and temporary pull targets "ch-cri%pull-<hex>".
+# Everything else in img/ belongs to the user and is never touched.
+IMG_PREFIX = "ch-cri%"
+PULL_PREFIX = IMG_PREFIX + "pull-"
+ID_DIR_RE = re.compile(r"ch-cri%([0-9a-f]{64})\Z")
+
+# Present while a pull runs; found at start-up, it means a pull was killed.
+PULL_MARKER = "ch-cri-pulling"
+
+LOCK_WAIT = 30
+PULL_TIMEOUT = 3600
+QUICK_TIMEOUT = 60
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Exceptions ##
+
+class Charliecloud_Error(Exception):
+   "Charliecloud is missing, too old, or a command failed."
+
+
+class Pull_Error(Charliecloud_Error):
+   """A pull failed. not_found_p says whether the registry said the image
+      does not exist (or that we may not have it)."""
+
+   def __init__(self, msg, not_found_p=False):
+      super().__init__(msg)
+      self.not_found_p = not_found_p
+
+
+## Functions ##
+
+def version_parse(text):
+   """Return a tuple of ints from a version string.
+
+      >>> version_parse("0.31")
+      (0, 31)
+      >>> version_parse("0.38~pre+1.abc")
+      (0, 38)
+   """
+   m = re.match(r"\s*(\d+(?:\.\d+)*)", text)
+   if (m is None):
+      raise ValueError("unparseable version: %r" % text)
+   return tuple(int(i) for i in m.group(1).split("."))
+
+
+## Classes ##
+
+class Charliecloud:
+   """Charliecloud as ch-cri sees it: where its commands are, which version
+      and features they have, and one storage directory.
+
+      Calls to ch-image are serialised with a lock because its storage lock
+      is non-blocking: a second concurrent call would fail at once. Lock
+      order: this lock is a leaf (nothing else is taken while it is held)."""
+
+   def __init__(self, storage, bin_dir=None, python=None):
+      self.storage = os.path.abspath(storage)
+      self.python = python or sys.executable
+      self.ch_run = self.command_find("ch-run", bin_dir)
+      self.ch_image = self.command_find("ch-image", bin_dir)
+      self.lock = threading.Lock()
+      self.version = None
+      self.run_features = dict()
+      self.image_version = None
+      self.setpriv = shutil.which("setpriv")
+
+   @property
+   def dlcache_dir(self):
+      return os.path.join(self.storage, "dlcache")
+
+   @property
+   def img_dir(self):
+      return os.path.join(self.storage, "img")
+
+   @property
+   def trash_dir(self):
+      return os.path.join(self.storage, "ch-cri-trash")
+
+   def command_find(self, name, bin_dir):
+      if (bin_dir is not None):
+         path = os.path.join(bin_dir, name)
+         return path if os.access(path, os.X_OK) else None
+      return shutil.which(name)
+
+   def env(self, extra=None):
+      """Environment for Charliecloud commands: ours, with $USER set (they
+         refuse to run without it) and extra added."""
+      env = dict(os.environ)
+      env.setdefault("USER", misc.user_name())
+      env.update(extra or {})
+      return env
+
+   def image_argv(self, *args):
+      "Return the argv running ch-image with our interpreter on storage."
+      return [self.python, self.ch_image, "-s", self.storage] + list(args)
+
+   def check(self):
+      """Find versions and features; raise Charliecloud_Error naming what is
+         missing. Called once at start-up."""
+      if (self.ch_run is None):
+         raise Charliecloud_Error("ch-run not found on $PATH; install "
+                                  "Charliecloud >= %d.%d" % VERSION_MIN)
+      if (self.ch_image is None):
+         raise Charliecloud_Error("ch-image not found on $PATH; install "
+                                  "Charliecloud's builders (Debian: "
+                                  "charliecloud-builders)")
+      try:
+         cp = misc.cmd_run([self.ch_run, "--version"], QUICK_TIMEOUT,
+                           env=self.env())
+         self.version = (cp.stdout + cp.stderr).strip()
+         if (version_parse(self.version) < VERSION_MIN):
+            raise Charliecloud_Error("ch-run %s too old: need >= %d.%d"
+                                     % ((self.version,) + VERSION_MIN))
+         cp = misc.cmd_run([self.ch_run, "--help"], QUICK_TIMEOUT,
+                           env=self.env())
+         help_ = cp.stdout + cp.stderr
+         self.run_features = { k: (v in help_)
+                               for (k, v) in RUN_OPTIONS.items() }
+         cp = misc.cmd_run([self.python, self.ch_image, "--version"],
+                           QUICK_TIMEOUT, env=self.env())
+         self.image_version = (cp.stdout + cp.stderr).strip()
+         cp = misc.cmd_run([self.python, self.ch_image, "--dependencies"],
+                           QUICK_TIMEOUT, env=self.env(), check=False)
+         if (cp.returncode != 0):
+            raise Charliecloud_Error("ch-image dependencies missing with %s: %s"
+                                     % (self.python,
+                                        misc.stderr_tail(cp.stdout
+                                                         + cp.stderr)))
+      except (misc.Command_Error, ValueError) as x:
+         raise Charliecloud_Error(str(x))
+
+   def image_config(self, img_path):
+      """Return (config bytes, parsed dict) of the pulled image at img_path;
+         the image ID is the sha256 of those bytes."""
+      path = os.path.join(img_path, "ch", "config.pulled.json")
+      with open(path, "rb") as fp:
+         data = fp.read()
+      return (data, json.loads(data))
+
+   def image_trash(self, id_):
+      """Move the image directory for ID id_ into the trash (one rename, so
+         a crash never leaves half an image); missing is fine. Empty the
+         trash later with trash_empty()."""
+      src = os.path.join(self.img_dir, IMG_PREFIX + id_)
+      dst = os.path.join(fsutil.mkdirs(self.trash_dir), uuid.uuid4().hex)
+      try:
+         os.rename(src, dst)
+      except FileNotFoundError:
+         pass
+
+   def image_ids(self):
+      "Return the set of image IDs whose directories are in the storage."
+      try:
+         names = os.listdir(self.img_dir)
+      except FileNotFoundError:
+         return set()
+      return { m.group(1) for m in map(ID_DIR_RE.match, names) if m }
+
+   def image_path(self, id_):
+      "Return the directory of the image with ID id_ (may not exist)."
+      return os.path.join(self.img_dir, IMG_PREFIX + id_)
+
+   def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
+            password=None, timeout=PULL_TIMEOUT, arch=None):
+      """Pull src_ref (a string a registry serves) into the storage and
+         return (image ID, manifest digest, config dict, size, inode
+         count). The image
+         lands in its content-addressed directory; if that already exists
+         the new copy is dropped. Raise Pull_Error on failure; nothing is
+         left behind."""
+      h = uuid.uuid4().hex
+      tmp_ref = "ch-cri/pull-" + h
+      tmp_dir = PULL_PREFIX + h
+      tmp_path = os.path.join(self.img_dir, tmp_dir)
+      env = { "CH_IMAGE_AUTH": "no" }
+      if (username is not None):
+         env.update(CH_IMAGE_AUTH="yes", CH_IMAGE_USERNAME=username,
+                    CH_IMAGE_PASSWORD=password or "")
+      if (ca_file is not None):
+         env["REQUESTS_CA_BUNDLE"] = ca_file
+      env = self.env(env)
+      args = ["--no-cache", "pull"]
+      if (not tls_verify):
+         # ch-image's --tls-no-verify loses to these variables.
+         env.pop("REQUESTS_CA_BUNDLE", None)
+         env.pop("CURL_CA_BUNDLE", None)
+         args.insert(0, "--tls-no-verify")
+      if (arch is not None):
+         args[0:0] = ["--arch", arch]
+      argv = self.image_argv(*args, src_ref, tmp_ref)
+      marker = os.path.join(self.storage, PULL_MARKER)
+      try:
+         with self.lock:
+            fsutil.file_write_atomic(marker, b"")
+            cp = self.image_run(argv, timeout, env)
+            if (cp.returncode == 0):
+               os.unlink(marker)
+         if (cp.returncode != 0):
+            out = cp.stdout + cp.stderr
+            nf = bool(re.search(r"not in registry|no such image|"
+                                r"MANIFEST_UNKNOWN|NAME_UNKNOWN", out))
+            raise Pull_Error("ch-image pull %s: %s"
+                             % (src_ref, misc.stderr_tail(out)), nf)
+         (data, config) = self.image_config(tmp_path)
+         id_ = hashlib.sha256(data).hexdigest()
+         digest = self.manifest_digest(tmp_ref)
+         (size, inodes) = fsutil.tree_size(tmp_path)
+         final = self.image_path(id_)
+         if (os.path.isdir(final)):
+            fsutil.rmtree(tmp_path)
+         else:
+            os.rename(tmp_path, final)
+         return (id_, digest, config, size, inodes)
+      except misc.Command_Error as x:
+         raise Pull_Error(str(x))
+      except (OSError, ValueError) as x:
+         raise Pull_Error("pull %s: bad image in storage: %s" % (src_ref, x))
+      finally:
+         fsutil.rmtree(tmp_path)
+         self.pull_files_remove(tmp_dir)
+
+   def image_run(self, argv, timeout, env):
+      """Run ch-image argv, retrying for a while if another process holds
+         the storage lock (ch-image does not wait for it). Killed with us
+         where setpriv can arrange that, so a killed server leaves no pull
+         running."""
+      if (self.setpriv is not None):
+         argv = [self.setpriv, "--pdeathsig", "KILL"] + argv
+      deadline = time.monotonic() + LOCK_WAIT
+      while True:
+         cp = misc.cmd_run(argv, timeout, env=env, check=False)
+         if (   cp.returncode == 0
+             or "lock" not in (cp.stdout + cp.stderr).lower()
+             or time.monotonic() > deadline):
+            return cp
+         log.info("storage %s locked by another process; retrying",
+                  self.storage)
+         time.sleep(0.5)
+
+   def manifest_digest(self, tmp_ref):
+      """Return "sha256:..." of the manifest list (or, for an
+         architecture-unaware image, the manifest) ch-image fetched for
+         tmp_ref, or None if it kept none."""
+      base = tmp_ref.replace("/", "%").replace(":", "+")
+      paths = [os.path.join(self.dlcache_dir, base + ".fat.json"),
+               os.path.join(self.dlcache_dir, base + "%skinny.manifest.json")]
+      for p in paths:
+         try:
+            with open(p, "rb") as fp:
+               data = fp.read()
+         except FileNotFoundError:
+            continue
+         try:
+            obj = json.loads(data)
+         except ValueError:
+            continue
+         if ("manifests" in obj or "layers" in obj or "fsLayers" in obj):
+            return "sha256:" + hashlib.sha256(data).hexdigest()
+      return None
+
+   def pull_files_remove(self, tmp_dir):
+      "Remove the download-cache manifests of a temporary pull target."
+      try:
+         names = os.listdir(self.dlcache_dir)
+      except FileNotFoundError:
+         return
+      for n in names:
+         if (n.startswith(tmp_dir + ".") or n.startswith(tmp_dir + "%")):
+            try:
+               os.unlink(os.path.join(self.dlcache_dir, n))
+            except OSError:
+               pass
+
+   def storage_gc(self):
+      """Remove leftovers of interrupted pulls and deletions. Call at
+         start-up, before any pull."""
+      try:
+         names = os.listdir(self.img_dir)
+      except FileNotFoundError:
+         names = []
+      for n in names:
+         if (n.startswith(PULL_PREFIX)):
+            log.info("removing interrupted pull: %s", n)
+            fsutil.rmtree(os.path.join(self.img_dir, n))
+            self.pull_files_remove(n)
+      fsutil.rmtree(self.trash_dir)
+      # ch-image writes downloads in place: after an interrupted pull the
+      # download cache may hold a truncated blob it would trust later.
+      marker = os.path.join(self.storage, PULL_MARKER)
+      if (os.path.exists(marker)):
+         log.warning("pull was interrupted: emptying download cache %s",
+                     self.dlcache_dir)
+         for n in os.listdir(self.dlcache_dir):
+            if (n.endswith(".json") or n.endswith(".tar.gz")):
+               os.unlink(os.path.join(self.dlcache_dir, n))
+         os.unlink(marker)
+
+   def trash_empty(self):
+      "Delete what image_trash() moved aside."
+      try:
+         names = os.listdir(self.trash_dir)
+      except FileNotFoundError:
+         return
+      for n in names:
+         fsutil.rmtree(os.path.join(self.trash_dir, n))
+
+   def storage_init(self):
+      """Make sure the storage directory exists and is valid, letting
+         ch-image initialise (or upgrade) it."""
+      fsutil.mkdirs(os.path.dirname(self.storage), 0o755)
+      try:
+         with self.lock:
+            cp = self.image_run(self.image_argv("list"), QUICK_TIMEOUT,
+                                self.env())
+         if (cp.returncode != 0):
+            raise misc.Command_Error(["ch-image"], misc.stderr_tail(
+               cp.stdout + cp.stderr))
+      except misc.Command_Error as x:
+         raise Charliecloud_Error("can't initialise storage %s: %s"
+                                  % (self.storage, x))

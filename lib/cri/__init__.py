@@ -1,0 +1,1 @@
+# ch-cri's CRI server package.

@@ -1,0 +1,93 @@
+# Typed errors raised inside RPCs, and the decorator mapping them to gRPC
+# status codes.
+
+import functools
+import traceback
+
+import grpc
+
+import fsutil
+import misc
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Exceptions ##
+
+class CRI_Error(Exception):
+   "Base of errors that become a gRPC status; code says which."
+   code = grpc.StatusCode.UNKNOWN
+
+
+class Aborted(CRI_Error):
+   code = grpc.StatusCode.ABORTED
+
+
+class Already_Exists(CRI_Error):
+   code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Failed_Precondition(CRI_Error):
+   code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Invalid_Argument(CRI_Error):
+   code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Not_Found(CRI_Error):
+   code = grpc.StatusCode.NOT_FOUND
+
+
+class Resource_Exhausted(CRI_Error):
+   code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(CRI_Error):
+   code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(CRI_Error):
+   code = grpc.StatusCode.UNIMPLEMENTED
+
+
+## Functions ##
+
+def rpc(method):
+   """Decorate a servicer method: typed errors become their status code,
+      a full disk RESOURCE_EXHAUSTED, anything else INTERNAL with a logged
+      traceback. The server keeps running whatever happens."""
+   name = method.__name__
+   @functools.wraps(method)
+   def wrapper(self, request, context):
+      try:
+         return method(self, request, context)
+      except CRI_Error as x:
+         log.log(misc.LOG_LEVELS["verbose"], "%s: %s: %s", name,
+                 x.code.name, x)
+         context.abort(x.code, str(x))
+      except OSError as x:
+         if (fsutil.enospc_p(x)):
+            log.error("%s: disk full: %s", name, x)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          "no space left: %s" % x)
+         log.error("%s: unexpected error:\n%s", name, traceback.format_exc())
+         context.abort(grpc.StatusCode.INTERNAL, "%s: %s" % (name, x))
+      except Exception as x:
+         log.error("%s: unexpected error:\n%s", name, traceback.format_exc())
+         context.abort(grpc.StatusCode.INTERNAL,
+                       "%s: internal error: %s" % (name, x))
+   return wrapper
+
+
+def unimplemented(name, what):
+   """Return a servicer method answering UNIMPLEMENTED for RPC name, with
+      what saying why."""
+   def method(self, request, context):
+      context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                    "%s not implemented: %s" % (name, what))
+   method.__name__ = name
+   return method

@@ -1,0 +1,385 @@
+# Images: ch-cri's image index over Charliecloud storage, and the CRI
+# ImageService.
+
+import base64
+import json
+import os
+import threading
+import time
+
+import charlie
+import fsutil
+import imgref
+import misc
+import cri.errors as err
+
+from cri_api.v1 import api_pb2 as pb
+from cri_api.v1 import api_pb2_grpc as pb_grpc
+
+
+## Constants ##
+
+INDEX_FILE = "images.json"
+REF_MAX = 4096
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Functions ##
+
+def user_split(user):
+   """Return (uid or None, username) from an image config's User field,
+      the way the kubelet reads it: a numeric user is a UID, anything
+      else a name; a group after ":" is ignored.
+
+      >>> user_split("1003:1004")
+      (1003, '')
+      >>> user_split("www-data:1004")
+      (None, 'www-data')
+      >>> user_split("")
+      (None, '')
+   """
+   u = (user or "").split(":", 1)[0]
+   if (u == ""):
+      return (None, "")
+   if (u.isdigit()):
+      return (int(u), "")
+   return (None, u)
+
+
+## Classes ##
+
+class Image:
+   """One image in the index: ID (64 hex), tags ("name:tag"), digests
+      ("name@sha256:..."), size in bytes and inodes, the config's User."""
+
+   __slots__ = ("id_", "tags", "digests", "size", "inodes", "user")
+
+   def __init__(self, id_, tags=(), digests=(), size=0, inodes=0, user=""):
+      self.id_ = id_
+      self.tags = list(tags)
+      self.digests = list(digests)
+      self.size = size
+      self.inodes = inodes
+      self.user = user
+
+   def as_dict(self):
+      return { "tags": self.tags, "digests": self.digests,
+               "size": self.size, "inodes": self.inodes, "user": self.user }
+
+
+class Pull:
+   "A pull in progress; later requests for the same reference wait on it."
+
+   def __init__(self):
+      self.done = threading.Event()
+      self.id_ = None
+      self.error = None
+
+
+class Image_Store:
+   """The images ch-cri has pulled. The index (a JSON file in the state
+      directory, mirrored in memory) maps IDs to tags and digests; the
+      image trees are Charliecloud's, one per ID. Queries never start a
+      subprocess.
+
+      self.lock guards self.images, self.by_ref, self.pulls and the index
+      file. It is never held across a subprocess; it may be taken before
+      nothing else (a leaf)."""
+
+   def __init__(self, ch, registries, state_dir, pinned=()):
+      self.ch = ch
+      self.registries = registries
+      self.path = os.path.join(state_dir, INDEX_FILE)
+      self.pinned = { str(imgref.parse(p)) for p in pinned }
+      self.lock = threading.Lock()
+      self.images = dict()   # ID -> Image
+      self.by_ref = dict()   # tag or digest string -> ID
+      self.pulls = dict()    # (ref string, credentials) -> Pull
+      self.config_cache = dict()
+
+   def load(self):
+      """Read the index and reconcile it with the storage: entries whose
+         tree is gone are dropped, trees with no entry (a pull or removal
+         cut short by a crash) are removed."""
+      self.ch.storage_gc()
+      try:
+         data = fsutil.json_read(self.path)
+      except FileNotFoundError:
+         data = { "images": {} }
+      except fsutil.State_Error as x:
+         bad = "%s.corrupt.%d" % (self.path, time.time())
+         log.error("%s; moved aside to %s, starting with no images", x, bad)
+         os.rename(self.path, bad)
+         data = { "images": {} }
+      on_disk = self.ch.image_ids()
+      for (id_, d) in data["images"].items():
+         if (id_ not in on_disk):
+            log.warning("image %s in index but not in storage; dropped", id_)
+            continue
+         self.images[id_] = Image(id_, d.get("tags", []),
+                                  d.get("digests", []), d.get("size", 0),
+                                  d.get("inodes", 0), d.get("user", ""))
+      for id_ in on_disk - set(self.images):
+         log.warning("image %s in storage but not in index; removing", id_)
+         self.ch.image_trash(id_)
+      self.ch.trash_empty()
+      self.refs_rebuild()
+      self.save()
+      log.info("images: %d in %s", len(self.images), self.ch.storage)
+
+   def refs_rebuild(self):
+      self.by_ref = dict()
+      for img in self.images.values():
+         for r in img.tags + img.digests:
+            self.by_ref[r] = img.id_
+
+   def save(self):
+      "Write the index; call with self.lock held (or before serving)."
+      fsutil.json_write_atomic(self.path, {
+         "images": { i: img.as_dict() for (i, img) in self.images.items() }})
+
+   ## Queries (no subprocess, no disk except the config cache) ##
+
+   def config(self, id_):
+      """Return the parsed config of image id_ (cached; it never changes
+         because the ID is its hash)."""
+      c = self.config_cache.get(id_)
+      if (c is None):
+         (_, c) = self.ch.image_config(self.ch.image_path(id_))
+         self.config_cache[id_] = c
+      return c
+
+   def find(self, text, field="image.image"):
+      """Return the Image that text names (an ID, a tag, a digest
+         reference), or None. Raise Invalid_Argument naming field if text
+         is not a valid reference."""
+      if (not isinstance(text, str) or text == ""):
+         raise err.Invalid_Argument("%s: empty image reference" % field)
+      if (len(text) > REF_MAX):
+         raise err.Invalid_Argument("%s: reference too long (%d characters)"
+                                    % (field, len(text)))
+      id_ = imgref.id_parse(text)
+      with self.lock:
+         if (id_ is not None and id_ in self.images):
+            return self.images[id_]
+      if (id_ is not None and text.startswith("sha256:")):
+         return None
+      try:
+         ref = imgref.parse(text)
+      except imgref.Ref_Error as x:
+         raise err.Invalid_Argument("%s: %s" % (field, x))
+      with self.lock:
+         if (ref.digest is not None):
+            i = self.by_ref.get(ref.with_digest(ref.digest))
+         else:
+            i = self.by_ref.get(ref.tagged)
+         return self.images.get(i)
+
+   def list(self):
+      with self.lock:
+         return list(self.images.values())
+
+   def pinned_p(self, img):
+      return any(t in self.pinned for t in img.tags)
+
+   def fs_usage(self):
+      "Return (bytes, inodes) used by the images, from the index."
+      with self.lock:
+         return (sum(i.size for i in self.images.values()),
+                 sum(i.inodes for i in self.images.values()))
+
+   ## Changes ##
+
+   def pull(self, text, creds):
+      """Pull the image text names (creds: (username, password) or None)
+         and return its ID. Concurrent pulls of one reference share one
+         download."""
+      try:
+         ref = imgref.parse(text)
+      except imgref.Ref_Error as x:
+         raise err.Invalid_Argument("image.image: %s" % x)
+      key = (str(ref), creds)
+      with self.lock:
+         p = self.pulls.get(key)
+         owner = p is None
+         if (owner):
+            p = self.pulls[key] = Pull()
+      if (not owner):
+         p.done.wait()
+      else:
+         try:
+            p.id_ = self.pull_do(ref, creds)
+         except err.CRI_Error as x:
+            p.error = x
+         except Exception as x:
+            p.error = err.CRI_Error("pull %s: %s" % (ref, x))
+            raise
+         finally:
+            with self.lock:
+               del self.pulls[key]
+            p.done.set()
+      if (p.error is not None):
+         raise p.error
+      return p.id_
+
+   def pull_do(self, ref, creds):
+      errors = []
+      not_found_ct = 0
+      eps = self.registries.endpoints(ref)
+      for ep in eps:
+         (user, pw) = creds if creds else (ep.username, ep.password)
+         src = ep.src_ref(ref)
+         try:
+            (id_, digest, config, size, inodes) = self.ch.pull(
+               src, tls_verify=not ep.skip_verify, ca_file=ep.ca,
+               username=user, password=pw)
+         except charlie.Pull_Error as x:
+            log.info("pull %s from %s failed: %s", ref, ep.host, x)
+            errors.append("%s: %s" % (ep.host, x))
+            not_found_ct += x.not_found_p
+            continue
+         log.info("pulled %s from %s: sha256:%s", ref, src, id_)
+         self.pulled(ref, id_, digest, config, size, inodes)
+         return id_
+      msg = "pull %s failed: %s" % (ref, "; ".join(errors))
+      if (not_found_ct == len(eps)):
+         raise err.Not_Found(msg)
+      raise err.Unavailable(msg)
+
+   def pulled(self, ref, id_, digest, config, size, inodes):
+      "Record a finished pull of ref."
+      user = (config.get("config") or {}).get("User") or ""
+      with self.lock:
+         if (not os.path.isdir(self.ch.image_path(id_))):
+            raise err.Aborted("image sha256:%s removed while it was pulled; "
+                              "pull again" % id_)
+         img = self.images.get(id_)
+         if (img is None):
+            img = self.images[id_] = Image(id_, size=size, inodes=inodes,
+                                           user=user)
+         new = []
+         if (ref.tag is not None):
+            new.append(ref.tagged)
+         d = ref.digest or digest
+         if (d is not None):
+            new.append(ref.with_digest(d))
+         for r in new:
+            old = self.by_ref.get(r)
+            if (old is not None and old != id_):
+               # a tag moved to a new image: the old one keeps the rest
+               o = self.images[old]
+               o.tags = [t for t in o.tags if t != r]
+               o.digests = [t for t in o.digests if t != r]
+            if (r not in img.tags and r not in img.digests):
+               (img.tags if r == ref.tagged else img.digests).append(r)
+            self.by_ref[r] = id_
+         self.save()
+
+   def remove(self, text):
+      """Remove what text names: an ID or digest removes the image, a tag
+         only that tag unless it is the last. Missing is fine."""
+      img = self.find(text)
+      if (img is None):
+         return
+      by_tag = imgref.id_parse(text) is None and "@" not in text
+      with self.lock:
+         if (img.id_ not in self.images):
+            return   # removed concurrently
+         if (by_tag and len(img.tags) > 1):
+            tag = imgref.parse(text).tagged
+            img.tags = [t for t in img.tags if t != tag]
+            self.by_ref.pop(tag, None)
+            self.save()
+            return
+         del self.images[img.id_]
+         for r in img.tags + img.digests:
+            self.by_ref.pop(r, None)
+         self.config_cache.pop(img.id_, None)
+         self.save()
+         self.ch.image_trash(img.id_)
+      self.ch.trash_empty()
+
+
+class Image_Servicer(pb_grpc.ImageServiceServicer):
+   "The CRI ImageService over an Image_Store."
+
+   def __init__(self, store):
+      self.store = store
+
+   def image_pb(self, img):
+      (uid, username) = user_split(img.user)
+      m = pb.Image(id="sha256:" + img.id_, repo_tags=img.tags,
+                   repo_digests=img.digests, size=img.size,
+                   username=username, pinned=self.store.pinned_p(img))
+      m.spec.image = "sha256:" + img.id_
+      if (uid is not None):
+         m.uid.value = uid
+      return m
+
+   @err.rpc
+   def ListImages(self, request, context):
+      f = request.filter.image.image if request.HasField("filter") else ""
+      if (f):
+         img = self.store.find(f, "filter.image.image")
+         imgs = [img] if img else []
+      else:
+         imgs = self.store.list()
+      return pb.ListImagesResponse(images=[self.image_pb(i) for i in imgs])
+
+   @err.rpc
+   def ImageStatus(self, request, context):
+      img = self.store.find(request.image.image)
+      if (img is None):
+         return pb.ImageStatusResponse()
+      res = pb.ImageStatusResponse(image=self.image_pb(img))
+      if (request.verbose):
+         info = { "imageSpec": self.store.config(img.id_),
+                  "storagePath": self.store.ch.image_path(img.id_) }
+         res.info["info"] = json.dumps(info, sort_keys=True)
+      return res
+
+   @err.rpc
+   def PullImage(self, request, context):
+      creds = None
+      if (request.HasField("auth")):
+         creds = auth_creds(request.auth)
+      id_ = self.store.pull(request.image.image, creds)
+      return pb.PullImageResponse(image_ref="sha256:" + id_)
+
+   @err.rpc
+   def RemoveImage(self, request, context):
+      self.store.remove(request.image.image)
+      return pb.RemoveImageResponse()
+
+   @err.rpc
+   def ImageFsInfo(self, request, context):
+      (used, inodes) = self.store.fs_usage()
+      u = pb.FilesystemUsage(timestamp=time.time_ns())
+      u.used_bytes.value = used
+      u.inodes_used.value = inodes
+      u.fs_id.mountpoint = self.store.ch.storage
+      return pb.ImageFsInfoResponse(image_filesystems=[u])
+
+
+def auth_creds(a):
+   """Return (username, password) from a CRI AuthConfig, or None if empty.
+      Raise for forms Charliecloud cannot use."""
+   if (a.identity_token or a.registry_token):
+      raise err.Unimplemented("auth.identity_token/auth.registry_token: "
+                              "token authentication is not supported by "
+                              "Charliecloud; use username and password")
+   if (a.auth):
+      try:
+         (u, p) = base64.b64decode(a.auth, validate=True).decode() \
+                  .split(":", 1)
+      except (ValueError, UnicodeDecodeError):
+         raise err.Invalid_Argument("auth.auth: not base64 of "
+                                    "username:password")
+      return (u, p)
+   if (a.username or a.password):
+      return (a.username, a.password)
+   return None

@@ -1,0 +1,134 @@
+# The ch-cri server: wires the adapter, stores and servicers to a gRPC
+# server on a unix socket, and runs until SIGTERM/SIGINT.
+
+import concurrent.futures
+import grp
+import os
+import signal
+import socket
+import stat
+import threading
+
+import grpc
+
+import charlie
+import fsutil
+import misc
+import cri.config
+import cri.images
+import cri.runtime
+
+from cri_api.v1 import api_pb2_grpc as pb_grpc
+
+
+## Constants ##
+
+GRACE = 5          # seconds in-flight RPCs get at shutdown
+MSG_MAX = 16 * 2**20
+WORKERS = 32
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Exceptions ##
+
+class Start_Error(Exception):
+   "The server cannot start; the message says why and what to do."
+
+
+## Functions ##
+
+def serve(cfg, version, python):
+   """Run the server with settings cfg until a signal asks it to stop."""
+   ch = charlie.Charliecloud(cfg["storage_dir"], python=python)
+   try:
+      ch.check()
+      fsutil.mkdirs(cfg["state_dir"])
+      ch.storage_init()
+   except (charlie.Charliecloud_Error, OSError) as x:
+      raise Start_Error(str(x))
+   log.info("Charliecloud: ch-run %s, ch-image %s, storage %s",
+            ch.version, ch.image_version, ch.storage)
+   missing = [k for (k, v) in ch.run_features.items() if not v]
+   if (missing):
+      log.warning("ch-run lacks options: %s", ", ".join(missing))
+   store = cri.images.Image_Store(ch, cri.config.Registries(cfg["registry"]),
+                                  cfg["state_dir"], cfg["pinned_images"])
+   store.load()
+   info = { "version": version,
+            "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
+                              "ch_image": ch.ch_image,
+                              "ch_image_version": ch.image_version,
+                              "run_features": ch.run_features,
+                              "storage": ch.storage },
+            "euid": os.geteuid(),
+            "config": cfg["config"],
+            "state_dir": cfg["state_dir"] }
+   server = grpc.server(
+      concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS,
+                                            thread_name_prefix="rpc"),
+      options=[("grpc.max_receive_message_length", MSG_MAX),
+               ("grpc.max_send_message_length", MSG_MAX)])
+   pb_grpc.add_RuntimeServiceServicer_to_server(
+      cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info),
+      server)
+   pb_grpc.add_ImageServiceServicer_to_server(
+      cri.images.Image_Servicer(store), server)
+   sock = cfg["socket"]
+   socket_prepare(sock)
+   if (server.add_insecure_port("unix://" + sock) == 0):
+      raise Start_Error("can't listen on socket %s" % sock)
+   server.start()
+   socket_perms(sock, cfg["socket_mode"], cfg["socket_group"])
+   log.info("ch-cri %s serving on %s (pid %d)", version, sock, os.getpid())
+   stop = threading.Event()
+   def handler(signum, frame):
+      log.info("got %s; shutting down", signal.Signals(signum).name)
+      stop.set()
+   signal.signal(signal.SIGTERM, handler)
+   signal.signal(signal.SIGINT, handler)
+   while not stop.wait(3600):
+      pass
+   server.stop(GRACE).wait()
+   try:
+      os.unlink(sock)
+   except OSError:
+      pass
+   log.info("stopped")
+
+
+def socket_perms(path, mode, group):
+   "Set the socket's mode and, if named, its group."
+   if (group):
+      try:
+         gid = grp.getgrnam(group).gr_gid
+      except KeyError:
+         raise Start_Error("socket_group: no such group: %s" % group)
+      os.chown(path, -1, gid)
+   os.chmod(path, mode)
+
+
+def socket_prepare(path):
+   """Make the socket's directory and remove a stale socket; refuse to
+      remove anything that is not a socket."""
+   fsutil.mkdirs(os.path.dirname(path), 0o755)
+   try:
+      st = os.lstat(path)
+   except FileNotFoundError:
+      return
+   if (not stat.S_ISSOCK(st.st_mode)):
+      raise Start_Error("not a socket, won't remove: %s" % path)
+   s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+   try:
+      s.settimeout(2)
+      s.connect(path)
+      raise Start_Error("another server is listening on %s" % path)
+   except (ConnectionRefusedError, FileNotFoundError):
+      pass
+   finally:
+      s.close()
+   log.info("removing stale socket: %s", path)
+   os.unlink(path)

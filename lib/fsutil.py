@@ -1,0 +1,132 @@
+# Atomic, versioned file helpers for ch-cri's durable state.
+
+import errno
+import json
+import os
+import shutil
+import stat
+import tempfile
+
+
+## Constants ##
+
+# Version written into every JSON state file; readers refuse newer ones.
+STATE_VERSION = 1
+
+
+## Exceptions ##
+
+class State_Error(Exception):
+   "A state file is unreadable, corrupt, or from a newer ch-cri."
+
+
+## Functions ##
+
+def dir_fsync(path):
+   "fsync directory path so a rename inside it is durable."
+   fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+   try:
+      os.fsync(fd)
+   finally:
+      os.close(fd)
+
+
+def file_write_atomic(path, data, mode=0o600):
+   """Write bytes data to path atomically: temp file in the same directory,
+      fsync, rename, fsync the directory. A reader sees the old or the new
+      content, never a mix; a crash leaves at most a stray temp file."""
+   dir_ = os.path.dirname(path) or "."
+   fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=dir_)
+   try:
+      os.fchmod(fd, mode)
+      with os.fdopen(fd, "wb") as fp:
+         fp.write(data)
+         fp.flush()
+         os.fsync(fp.fileno())
+      os.rename(tmp, path)
+   except BaseException:
+      try:
+         os.unlink(tmp)
+      except OSError:
+         pass
+      raise
+   dir_fsync(dir_)
+
+
+def json_read(path):
+   """Return the object stored by json_write_atomic at path. Raise
+      FileNotFoundError if missing, State_Error if corrupt or too new."""
+   try:
+      with open(path, "rb") as fp:
+         obj = json.load(fp)
+   except (ValueError, UnicodeDecodeError) as x:
+      raise State_Error("corrupt state file: %s: %s" % (path, x))
+   if (not isinstance(obj, dict) or "version" not in obj):
+      raise State_Error("state file has no version: %s" % path)
+   if (obj["version"] > STATE_VERSION):
+      raise State_Error("state file from a newer ch-cri: %s (version %s)"
+                        % (path, obj["version"]))
+   return obj
+
+
+def json_write_atomic(path, obj):
+   "Write dict obj as JSON to path atomically, stamped with STATE_VERSION."
+   obj = dict(obj, version=STATE_VERSION)
+   file_write_atomic(path, json.dumps(obj, sort_keys=True,
+                                      indent=1).encode("utf-8"))
+
+
+def mkdirs(path, mode=0o700):
+   "Create directory path and its parents if missing; return path."
+   os.makedirs(path, mode=mode, exist_ok=True)
+   return path
+
+
+def rmtree(path):
+   """Remove directory tree path, making read-only directories writable as
+      needed (images often contain them). Missing path is fine."""
+   def onerror(func, p, exc):
+      if (isinstance(exc[1], FileNotFoundError)):
+         return
+      if (isinstance(exc[1], PermissionError)):
+         parent = os.path.dirname(p)
+         try:
+            os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
+            if (os.path.isdir(p) and not os.path.islink(p)):
+               os.chmod(p, os.stat(p).st_mode | stat.S_IRWXU)
+            func(p)
+            return
+         except OSError:
+            pass
+      raise exc[1]
+   try:
+      shutil.rmtree(path, onerror=onerror)
+   except FileNotFoundError:
+      pass
+
+
+def tree_size(path):
+   """Return (bytes, inodes) used under path: bytes of regular files, hard
+      links counted once; unreadable entries are skipped."""
+   seen = set()
+   total = 0
+   inodes = 0
+   for (dir_, dirs, files) in os.walk(path):
+      inodes += 1 + len(dirs)
+      for f in files:
+         try:
+            st = os.lstat(os.path.join(dir_, f))
+         except OSError:
+            continue
+         if (stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen):
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+            inodes += 1
+         elif (not stat.S_ISREG(st.st_mode)):
+            inodes += 1
+   return (total, inodes)
+
+
+def enospc_p(x):
+   "Return True if exception x means the disk is full."
+   return isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,99 @@
+# Logging and subprocess helpers shared by ch-cri's modules.
+
+import logging
+import os
+import pwd
+import shlex
+import subprocess
+import sys
+
+
+## Constants ##
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_LEVELS = { "error": logging.ERROR,
+               "warning": logging.WARNING,
+               "info": logging.INFO,
+               "verbose": 15,
+               "debug": logging.DEBUG }
+
+
+## Globals ##
+
+log = logging.getLogger("ch-cri")
+
+
+## Exceptions ##
+
+class Command_Error(Exception):
+   "A subprocess failed, timed out, or could not be started."
+
+   def __init__(self, argv, msg, rc=None, stderr=""):
+      self.argv = argv
+      self.rc = rc
+      self.stderr = stderr
+      super().__init__("%s: %s" % (argv[0], msg))
+
+
+## Functions ##
+
+def argv_quote(argv):
+   """Return argv as one shell-quoted string, for log messages only.
+
+      >>> argv_quote(["ch-run", "a b", "--", "x"])
+      "ch-run 'a b' -- x"
+   """
+   return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def cmd_run(argv, timeout, env=None, input_=None, check=True):
+   """Run argv (a list, never a shell string) with a timeout; return the
+      CompletedProcess with text stdout/stderr. Raise Command_Error if it
+      cannot start, times out, or (with check) exits non-zero."""
+   argv = [str(a) for a in argv]
+   log.log(LOG_LEVELS["verbose"], "running: %s", argv_quote(argv))
+   try:
+      cp = subprocess.run(argv, env=env, timeout=timeout, text=True,
+                          input=input_, capture_output=True,
+                          stdin=(subprocess.DEVNULL if input_ is None
+                                 else None),
+                          start_new_session=True)
+   except FileNotFoundError:
+      raise Command_Error(argv, "not found")
+   except subprocess.TimeoutExpired:
+      raise Command_Error(argv, "timed out after %ss" % timeout)
+   except OSError as x:
+      raise Command_Error(argv, "can't run: %s" % x.strerror)
+   if (check and cp.returncode != 0):
+      raise Command_Error(argv, "exit code %d: %s"
+                          % (cp.returncode, stderr_tail(cp.stderr)),
+                          cp.returncode, cp.stderr)
+   return cp
+
+
+def log_setup(level, stream=None):
+   "Configure the ch-cri logger at level (a key of LOG_LEVELS)."
+   logging.addLevelName(LOG_LEVELS["verbose"], "VERBOSE")
+   h = logging.StreamHandler(stream or sys.stderr)
+   h.setFormatter(logging.Formatter(LOG_FORMAT))
+   log.handlers[:] = [h]
+   log.setLevel(LOG_LEVELS[level])
+   log.propagate = False
+
+
+def stderr_tail(text, lines=3):
+   """Return the last few non-empty lines of a command's stderr, joined.
+
+      >>> stderr_tail("a\\n\\nb\\nc\\nd\\n", 2)
+      'c; d'
+   """
+   ls = [l.strip() for l in text.splitlines() if l.strip()]
+   return "; ".join(ls[-lines:])
+
+
+def user_name():
+   "Return the name of the effective user, falling back to the UID."
+   try:
+      return pwd.getpwuid(os.geteuid()).pw_name
+   except KeyError:
+      return str(os.geteuid())
