@@ -30,14 +30,19 @@ RUN_OPTIONS = { "unset_env":  "--unset-env",
                 "storage":    "--storage" }
 
 # Image directories ch-cri owns in the shared storage: "ch-cri%<64 hex>"
-# (reference "ch-cri/<ID>") and temporary pull targets "ch-cri%pull-<hex>".
-# Everything else in img/ belongs to the user and is never touched.
+# (reference "ch-cri/<ID>"), temporary pull targets "ch-cri%pull-<hex>" and
+# removed images awaiting deletion "ch-cri%trash-<hex>" (in img/ so the
+# rename stays on one filesystem; ch-image refuses extra files in the
+# storage root). Everything else in img/ belongs to the user and is never
+# touched.
 IMG_PREFIX = "ch-cri%"
 PULL_PREFIX = IMG_PREFIX + "pull-"
+TRASH_PREFIX = IMG_PREFIX + "trash-"
 ID_DIR_RE = re.compile(r"ch-cri%([0-9a-f]{64})\Z")
 
-# Present while a pull runs; found at start-up, it means a pull was killed.
-PULL_MARKER = "ch-cri-pulling"
+# In ch-cri's state directory while a pull runs; found at start-up, it means
+# a pull was killed.
+PULL_MARKER = "pulling"
 
 LOCK_WAIT = 30
 PULL_TIMEOUT = 3600
@@ -90,8 +95,9 @@ class Charliecloud:
       is non-blocking: a second concurrent call would fail at once. Lock
       order: this lock is a leaf (nothing else is taken while it is held)."""
 
-   def __init__(self, storage, bin_dir=None, python=None):
+   def __init__(self, storage, state_dir, bin_dir=None, python=None):
       self.storage = os.path.abspath(storage)
+      self.marker = os.path.join(state_dir, PULL_MARKER)
       self.python = python or sys.executable
       self.ch_run = self.command_find("ch-run", bin_dir)
       self.ch_image = self.command_find("ch-image", bin_dir)
@@ -108,10 +114,6 @@ class Charliecloud:
    @property
    def img_dir(self):
       return os.path.join(self.storage, "img")
-
-   @property
-   def trash_dir(self):
-      return os.path.join(self.storage, "ch-cri-trash")
 
    def command_find(self, name, bin_dir):
       if (bin_dir is not None):
@@ -179,7 +181,7 @@ class Charliecloud:
          a crash never leaves half an image); missing is fine. Empty the
          trash later with trash_empty()."""
       src = os.path.join(self.img_dir, IMG_PREFIX + id_)
-      dst = os.path.join(fsutil.mkdirs(self.trash_dir), uuid.uuid4().hex)
+      dst = os.path.join(self.img_dir, TRASH_PREFIX + uuid.uuid4().hex)
       try:
          os.rename(src, dst)
       except FileNotFoundError:
@@ -225,13 +227,12 @@ class Charliecloud:
       if (arch is not None):
          args[0:0] = ["--arch", arch]
       argv = self.image_argv(*args, src_ref, tmp_ref)
-      marker = os.path.join(self.storage, PULL_MARKER)
       try:
          with self.lock:
-            fsutil.file_write_atomic(marker, b"")
+            fsutil.file_write_atomic(self.marker, b"")
             cp = self.image_run(argv, timeout, env)
             if (cp.returncode == 0):
-               os.unlink(marker)
+               os.unlink(self.marker)
          if (cp.returncode != 0):
             out = cp.stdout + cp.stderr
             nf = bool(re.search(r"not in registry|no such image|"
@@ -320,26 +321,26 @@ class Charliecloud:
             log.info("removing interrupted pull: %s", n)
             fsutil.rmtree(os.path.join(self.img_dir, n))
             self.pull_files_remove(n)
-      fsutil.rmtree(self.trash_dir)
+      self.trash_empty()
       # ch-image writes downloads in place: after an interrupted pull the
       # download cache may hold a truncated blob it would trust later.
-      marker = os.path.join(self.storage, PULL_MARKER)
-      if (os.path.exists(marker)):
+      if (os.path.exists(self.marker)):
          log.warning("pull was interrupted: emptying download cache %s",
                      self.dlcache_dir)
          for n in os.listdir(self.dlcache_dir):
             if (n.endswith(".json") or n.endswith(".tar.gz")):
                os.unlink(os.path.join(self.dlcache_dir, n))
-         os.unlink(marker)
+         os.unlink(self.marker)
 
    def trash_empty(self):
       "Delete what image_trash() moved aside."
       try:
-         names = os.listdir(self.trash_dir)
+         names = os.listdir(self.img_dir)
       except FileNotFoundError:
          return
       for n in names:
-         fsutil.rmtree(os.path.join(self.trash_dir, n))
+         if (n.startswith(TRASH_PREFIX)):
+            fsutil.rmtree(os.path.join(self.img_dir, n))
 
    def storage_init(self):
       """Make sure the storage directory exists and is valid, letting

@@ -70,6 +70,10 @@ def parse(text):
       'registry.k8s.io/pause:3.9'
       >>> parse("quay.io/x/y@sha256:" + "0" * 64).tag is None
       True
+      >>> parse("a" * 64)
+      Traceback (most recent call last):
+      ...
+      imgref.Ref_Error: invalid image reference: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': a 64-hex name is an image ID, not a repository
       >>> parse("Busybox")
       Traceback (most recent call last):
       ...
@@ -117,6 +121,9 @@ def parse(text):
       domain = host if (port is None) else "%s:%d" % (host, port)
       if (port is not None and port > 65535):
          raise bad("port out of range")
+   if (host is None and len(path) == 2 and SHA256_RE.match(path[1])):
+      # Docker's rule: a bare 64-hex name is an image ID, never a repository.
+      raise bad("a 64-hex name is an image ID, not a repository")
    for c in path:
       if (not COMPONENT_RE.match(c)):
          if (c.lower() != c):

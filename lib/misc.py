@@ -82,13 +82,17 @@ def log_setup(level, stream=None):
 
 
 def stderr_tail(text, lines=3):
-   """Return the last few non-empty lines of a command's stderr, joined.
+   """Return a command's error in brief: its "error:" and "hint:" lines
+      (Charliecloud's style) if any, else its last few non-empty lines.
 
       >>> stderr_tail("a\\n\\nb\\nc\\nd\\n", 2)
       'c; d'
+      >>> stderr_tail("x\\nerror: bad\\nTraceback\\nhint: h\\n")
+      'error: bad; hint: h'
    """
    ls = [l.strip() for l in text.splitlines() if l.strip()]
-   return "; ".join(ls[-lines:])
+   errs = [l for l in ls if l.startswith(("error:", "hint:"))]
+   return "; ".join(errs[-lines:] if errs else ls[-lines:])
 
 
 def user_name():

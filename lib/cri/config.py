@@ -20,8 +20,8 @@ TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
              "streaming", "registry" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout" }
-REGISTRY_KEYS = { "server", "mirrors", "ca", "skip_verify", "username",
-                  "password" }
+REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
+                  "username", "password" }
 
 
 ## Exceptions ##
@@ -180,8 +180,9 @@ def validate(cfg):
       for k in ("server", "ca", "username", "password"):
          if (k in r):
             typed(r, k, str, "%s.%s" % (where, k))
-      if ("skip_verify" in r):
-         typed(r, "skip_verify", bool, where + ".skip_verify")
+      for k in ("skip_verify", "upstream"):
+         if (k in r):
+            typed(r, k, bool, "%s.%s" % (where, k))
       for (i, m) in enumerate(r.get("mirrors", [])):
          if (not isinstance(m, str)):
             raise Config_Error("%s.mirrors: must be strings" % where)
@@ -233,13 +234,16 @@ class Registries:
 
    def endpoints(self, ref):
       """Return the Endpoints to try for ref, in order: the registry's
-         mirrors, then its upstream server. A host's own table (by
+         mirrors, then its upstream server (unless upstream = false). A
+         host's own table (by
          host[:port]) supplies TLS and credentials wherever it is used."""
       r = self.table.get(ref.domain, {})
       out = []
       for m in r.get("mirrors", []):
          (host, prefix) = endpoint_parse(m, "mirror")
          out.append(Endpoint(host, prefix, self.table.get(host, {}), True))
+      if (not r.get("upstream", True)):
+         return out   # mirrors only (air-gapped sites)
       server = r.get("server") or UPSTREAM_DEFAULT.get(ref.domain,
                                                        "https://" + ref.domain)
       (host, prefix) = endpoint_parse(server, "server")

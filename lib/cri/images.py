@@ -230,6 +230,10 @@ class Image_Store:
       errors = []
       not_found_ct = 0
       eps = self.registries.endpoints(ref)
+      if (not eps):
+         raise err.Failed_Precondition(
+            "pull %s: registry %s has no mirrors and upstream = false in "
+            "the config" % (ref, ref.domain))
       for ep in eps:
          (user, pw) = creds if creds else (ep.username, ep.password)
          src = ep.src_ref(ref)

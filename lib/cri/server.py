@@ -43,7 +43,8 @@ class Start_Error(Exception):
 
 def serve(cfg, version, python):
    """Run the server with settings cfg until a signal asks it to stop."""
-   ch = charlie.Charliecloud(cfg["storage_dir"], python=python)
+   ch = charlie.Charliecloud(cfg["storage_dir"], cfg["state_dir"],
+                             python=python)
    try:
       ch.check()
       fsutil.mkdirs(cfg["state_dir"])

@@ -1,0 +1,92 @@
+# Shell helpers shared by test/run and the bats files (source it).
+# shellcheck shell=bash
+
+test_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "${test_dir}/.." && pwd)
+: "${CH_CRI_BIN:=${top}/bin/ch-cri}"
+: "${CH_CRI_TEST_CACHE:=/var/cache/ch-cri-test}"
+: "${CH_CRI_TEST_USER:=chcri-test}"
+: "${CRICTL:=${CH_CRI_TEST_CACHE}/bin/crictl}"
+: "${CRITEST:=${CH_CRI_TEST_CACHE}/bin/critest}"
+export CH_CRI_BIN CH_CRI_TEST_CACHE CH_CRI_TEST_USER CRICTL CRITEST
+
+# crictl against the server whose socket is $1, with both endpoints named
+# (a missing one would silently come from some crictl.yaml).
+crictl_ () {
+   local sock=$1; shift
+   "$CRICTL" --runtime-endpoint "unix://${sock}" \
+             --image-endpoint "unix://${sock}" "$@" 2> >(grep -v 'level=warn' 1>&2)
+}
+
+# Start a ch-cri whose files live in directory $1 (socket $1/ch-cri.sock,
+# state $1/state, storage $1/storage, log $1/log, pid $1/pid), optionally as
+# user $2, with the test config $CH_CRI_TEST_CONFIG if set. Extra ch-cri
+# arguments may follow "--". Waits (bounded) until the socket answers.
+server_start () {
+   local dir=$1 user=${2:-}
+   shift 2 || shift $#
+   [[ ${1:-} == -- ]] && shift
+   local -a cmd=("$CH_CRI_BIN" --socket "${dir}/ch-cri.sock"
+                 --state-dir "${dir}/state" --storage "${dir}/storage"
+                 --log-level verbose)
+   [[ -n ${CH_CRI_TEST_CONFIG:-} ]] && cmd+=(--config "$CH_CRI_TEST_CONFIG")
+   cmd+=("$@")
+   mkdir -p "$dir"
+   if [[ -n $user ]]; then
+      chown "$user" "$dir"
+      cmd=(setpriv --reuid="$user" --regid="$user" --init-groups
+           --reset-env "${cmd[@]}")
+   fi
+   setsid "${cmd[@]}" >> "${dir}/log" 2>&1 < /dev/null &
+   echo $! > "${dir}/pid"
+   local i
+   for (( i = 0; i < 300; i++ )); do
+      # ch-cri logs "serving on" once the socket has its final mode.
+      if grep -q "serving on ${dir}/ch-cri.sock (pid $(cat "${dir}/pid"))" \
+              "${dir}/log" 2>/dev/null; then
+         return 0
+      fi
+      kill -0 "$(cat "${dir}/pid")" 2>/dev/null || break
+      sleep 0.1
+   done
+   echo "ch-cri did not start; log:" 1>&2
+   tail -n 20 "${dir}/log" 1>&2
+   return 1
+}
+
+# Stop the ch-cri started by server_start in $1 with signal $2 (default
+# TERM) and wait (bounded) for it to exit.
+server_stop () {
+   local dir=$1 sig=${2:-TERM} pid i
+   [[ -f ${dir}/pid ]] || return 0
+   pid=$(cat "${dir}/pid")
+   kill "-${sig}" "$pid" 2>/dev/null || true
+   for (( i = 0; i < 100; i++ )); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+   done
+   rm -f "${dir}/pid"
+   ! kill -0 "$pid" 2>/dev/null
+}
+
+# Skip the current bats test when a prerequisite is missing, but fail in
+# CI: there a missing prerequisite is a bug in .ci/run, not a reason to pass.
+prereq_or_skip () {
+   local what=$1 ok=$2
+   if [[ $ok != yes ]]; then
+      if [[ -n ${CI:-} ]]; then
+         echo "prerequisite missing in CI: ${what}" 1>&2
+         return 1
+      fi
+      skip "prerequisite missing: ${what}"
+   fi
+}
+
+# The bats scope mechanism: skip tests wider than $CH_CRI_TEST_SCOPE.
+scope () {
+   local want=$1 have=${CH_CRI_TEST_SCOPE:-full}
+   local -A rank=([quick]=1 [standard]=2 [full]=3)
+   if (( ${rank[$want]} > ${rank[$have]} )); then
+      skip "scope ${want} > ${have}"
+   fi
+}

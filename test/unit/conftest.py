@@ -1,0 +1,113 @@
+# pytest set-up for ch-cri's unit tests: puts lib/ on the path and serves
+# the CRI in-process on a temporary unix socket over the fake adapter.
+
+import concurrent.futures
+import os
+import sys
+import tempfile
+import threading
+
+import grpc
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
+sys.path.insert(0, HERE)
+
+import cri.config  # noqa: E402
+import cri.images  # noqa: E402
+import cri.runtime  # noqa: E402
+import fake_charlie  # noqa: E402
+import fsutil  # noqa: E402
+
+from cri_api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
+
+
+## Constants ##
+
+# Seconds any one RPC may take before the test fails rather than hangs.
+RPC_TIMEOUT = 20
+RUNTIME_VERSION = "1.2.3-unit"
+WORKERS = 16
+
+
+## Classes ##
+
+class Call_Counter(grpc.ServerInterceptor):
+   "Count the RPCs the server has begun to handle, by method name."
+
+   def __init__(self):
+      self.lock = threading.Lock()
+      self.counts = dict()
+
+   def ct(self, method):
+      with self.lock:
+         return self.counts.get(method, 0)
+
+   def intercept_service(self, continuation, details):
+      name = details.method.rsplit("/", 1)[-1]
+      with self.lock:
+         self.counts[name] = self.counts.get(name, 0) + 1
+      return continuation(details)
+
+
+class Served:
+   """A ch-cri gRPC server in this process over root (storage and state
+      directories beneath it) and a client connected to it. images and
+      runtime are the stubs; store and ch the objects behind them."""
+
+   def __init__(self, root, registry=None, table=None, pinned=(),
+                cgroup_driver="cgroupfs", ch=None, n=0):
+      self.root = root
+      self.storage = os.path.join(root, "storage")
+      self.state = fsutil.mkdirs(os.path.join(root, "state"))
+      self.ch = ch or fake_charlie.Fake_Charlie(self.storage, registry)
+      self.store = cri.images.Image_Store(
+         self.ch, cri.config.Registries(table or {}), self.state, pinned)
+      self.store.load()
+      self.calls = Call_Counter()
+      self.server = grpc.server(
+         concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS),
+         interceptors=[self.calls])
+      pb_grpc.add_RuntimeServiceServicer_to_server(
+         cri.runtime.Runtime_Servicer(RUNTIME_VERSION, cgroup_driver,
+                                      { "unit": True, "root": root }),
+         self.server)
+      pb_grpc.add_ImageServiceServicer_to_server(
+         cri.images.Image_Servicer(self.store), self.server)
+      self.socket = os.path.join(root, "cri-%d.sock" % n)
+      assert self.server.add_insecure_port("unix://" + self.socket) != 0
+      self.server.start()
+      self.channel = grpc.insecure_channel("unix://" + self.socket)
+      grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
+      self.images = pb_grpc.ImageServiceStub(self.channel)
+      self.runtime = pb_grpc.RuntimeServiceStub(self.channel)
+
+   def stop(self):
+      self.channel.close()
+      self.server.stop(None).wait()
+
+
+## Fixtures ##
+
+@pytest.fixture
+def root():
+   "A fresh directory short enough to hold a unix socket."
+   d = tempfile.mkdtemp(prefix="ch-cri-unit.", dir="/tmp")
+   yield d
+   fsutil.rmtree(d)
+
+
+@pytest.fixture
+def serve(root):
+   """Return a function starting a Served over root (or another directory)
+      with the given options; all are stopped at teardown."""
+   servers = []
+   def start(**kw):
+      kw.setdefault("n", len(servers))
+      s = Served(kw.pop("root", root), **kw)
+      servers.append(s)
+      return s
+   yield start
+   for s in servers:
+      s.stop()

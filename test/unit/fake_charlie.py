@@ -1,0 +1,149 @@
+# A fake Charliecloud adapter for the unit tests: the interface of
+# charlie.Charliecloud that cri/images.py uses, backed by a temporary
+# storage directory and a dict standing in for the registries.
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+
+import charlie
+import fsutil
+
+
+## Constants ##
+
+# Longest a gated pull or config read waits before giving up, so a broken
+# test fails instead of hanging.
+GATE_TIMEOUT = 20
+
+
+## Functions ##
+
+def config_bytes(user="", salt=""):
+   """Return the bytes of an image config with User user; salt makes
+      otherwise equal configs differ (and so have different IDs)."""
+   c = { "architecture": "amd64", "os": "linux",
+         "config": { "Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"],
+                     "User": user, "Labels": { "salt": salt } },
+         "rootfs": { "type": "layers", "diff_ids": [] } }
+   return json.dumps(c, sort_keys=True).encode("utf-8")
+
+
+def digest_of(data):
+   "Return the manifest digest the fake reports for config bytes data."
+   return "sha256:" + hashlib.sha256(b"manifest\n" + data).hexdigest()
+
+
+def id_of(data):
+   "Return the image ID of config bytes data, as Charliecloud computes it."
+   return hashlib.sha256(data).hexdigest()
+
+
+## Classes ##
+
+class Fake_Charlie:
+   """Stands in for charlie.Charliecloud below cri/images.py. registry maps
+      source references ("host/path:tag" or "host/path@sha256:...") to
+      config bytes; a pull writes a small image tree in the real layout
+      (img/ch-cri%<ID>/ch/config.pulled.json).
+
+      Test hooks: pulls lists every pull call's arguments; failures maps
+      source references to a message for a failure other than "not
+      found"; if gate is an Event, a pull waits for it (pull_started is
+      released as each pull begins); if config_gate is an Event,
+      image_config waits for it.
+
+      self.lock guards pulls and the storage changes of a pull (a leaf,
+      like the real adapter's lock)."""
+
+   def __init__(self, storage, registry=None):
+      self.storage = os.path.abspath(storage)
+      self.registry = dict(registry or {})
+      self.failures = dict()
+      self.lock = threading.Lock()
+      self.pulls = []
+      self.gate = None
+      self.config_gate = None
+      self.pull_started = threading.Semaphore(0)
+      fsutil.mkdirs(self.img_dir)
+
+   @property
+   def img_dir(self):
+      return os.path.join(self.storage, "img")
+
+   @property
+   def pull_ct(self):
+      with self.lock:
+         return len(self.pulls)
+
+   def image_config(self, img_path):
+      if (self.config_gate is not None):
+         if (not self.config_gate.wait(GATE_TIMEOUT)):
+            raise RuntimeError("fake: config gate never opened")
+      with open(os.path.join(img_path, "ch", "config.pulled.json"),
+                "rb") as fp:
+         data = fp.read()
+      return (data, json.loads(data))
+
+   def image_ids(self):
+      return { m.group(1) for m in map(charlie.ID_DIR_RE.match,
+                                       os.listdir(self.img_dir)) if m }
+
+   def image_path(self, id_):
+      return os.path.join(self.img_dir, charlie.IMG_PREFIX + id_)
+
+   def image_trash(self, id_):
+      dst = os.path.join(self.img_dir,
+                         charlie.TRASH_PREFIX + uuid.uuid4().hex)
+      try:
+         os.rename(self.image_path(id_), dst)
+      except FileNotFoundError:
+         pass
+
+   def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
+            password=None, timeout=None, arch=None):
+      with self.lock:
+         self.pulls.append({ "src": src_ref, "tls_verify": tls_verify,
+                             "ca_file": ca_file, "username": username,
+                             "password": password })
+      self.pull_started.release()
+      if (self.gate is not None and not self.gate.wait(GATE_TIMEOUT)):
+         raise charlie.Pull_Error("fake: gate never opened: %s" % src_ref)
+      if (src_ref in self.failures):
+         raise charlie.Pull_Error("fake: %s: %s"
+                                  % (src_ref, self.failures[src_ref]))
+      data = self.registry.get(src_ref)
+      if (data is None):
+         raise charlie.Pull_Error("fake: %s: not in registry" % src_ref,
+                                  True)
+      id_ = id_of(data)
+      tmp = os.path.join(self.img_dir,
+                         charlie.PULL_PREFIX + uuid.uuid4().hex)
+      with self.lock:
+         fsutil.mkdirs(os.path.join(tmp, "ch"))
+         fsutil.mkdirs(os.path.join(tmp, "bin"))
+         with open(os.path.join(tmp, "ch", "config.pulled.json"),
+                   "wb") as fp:
+            fp.write(data)
+         with open(os.path.join(tmp, "bin", "sh"), "wb") as fp:
+            fp.write(data * 7)
+         (size, inodes) = fsutil.tree_size(tmp)
+         final = self.image_path(id_)
+         if (os.path.isdir(final)):
+            fsutil.rmtree(tmp)
+         else:
+            os.rename(tmp, final)
+      return (id_, digest_of(data), json.loads(data), size, inodes)
+
+   def storage_gc(self):
+      for n in os.listdir(self.img_dir):
+         if (n.startswith(charlie.PULL_PREFIX)):
+            fsutil.rmtree(os.path.join(self.img_dir, n))
+      self.trash_empty()
+
+   def trash_empty(self):
+      for n in os.listdir(self.img_dir):
+         if (n.startswith(charlie.TRASH_PREFIX)):
+            fsutil.rmtree(os.path.join(self.img_dir, n))
