@@ -130,8 +130,11 @@ class Charliecloud:
       return env
 
    def image_argv(self, *args):
-      "Return the argv running ch-image with our interpreter on storage."
-      return [self.python, self.ch_image, "-s", self.storage] + list(args)
+      """Return the argv running ch-image with our interpreter on storage.
+         Always without the build cache: ch-cri builds nothing, and the
+         cache's git repository fails where git has no user identity."""
+      return ([self.python, self.ch_image, "-s", self.storage, "--no-cache"]
+              + list(args))
 
    def check(self):
       """Find versions and features; raise Charliecloud_Error naming what is
@@ -218,7 +221,7 @@ class Charliecloud:
       if (ca_file is not None):
          env["REQUESTS_CA_BUNDLE"] = ca_file
       env = self.env(env)
-      args = ["--no-cache", "pull"]
+      args = ["pull"]
       if (not tls_verify):
          # ch-image's --tls-no-verify loses to these variables.
          env.pop("REQUESTS_CA_BUNDLE", None)

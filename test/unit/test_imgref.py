@@ -89,6 +89,8 @@ BAD = {
    "x" * 1025: "too long",
    "busybox;rm -rf /": "syntax error",
    "busybox\u00e9": "syntax error",
+   HEX: "image ID",
+   HEX + ":1": "image ID",
 }
 
 
@@ -146,8 +148,9 @@ def test_id_parse():
       assert imgref.id_parse(bad) is None, bad
 
 
-@pytest.mark.xfail(strict=True, reason="lib bug: docker.io/NAME is not "
-                   "normalised to docker.io/library/NAME")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="lib bug: docker.io/NAME is not normalised to "
+                          "docker.io/library/NAME")
 def test_docker_io_official_image_normalised():
    # Docker, containerd and the kubelet treat these as the same image;
    # "docker.io/nginx" is common in pod specs.
