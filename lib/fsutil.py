@@ -61,7 +61,7 @@ def json_read(path):
          obj = json.load(fp)
    except (ValueError, UnicodeDecodeError) as x:
       raise State_Error("corrupt state file: %s: %s" % (path, x))
-   if (not isinstance(obj, dict) or "version" not in obj):
+   if (not isinstance(obj, dict) or type(obj.get("version")) is not int):
       raise State_Error("state file has no version: %s" % path)
    if (obj["version"] > STATE_VERSION):
       raise State_Error("state file from a newer ch-cri: %s (version %s)"

@@ -113,6 +113,11 @@ def parse(text):
                                           or path[0] == "localhost"
                                           or path[0] != path[0].lower())):
       host = path.pop(0)
+   if (re.fullmatch(r"[0-9a-f]{64}", text)):
+      # Docker's rule: a bare 64-hex string is an image ID, not a name.
+      raise bad("a 64-hex name is an image ID, not a repository")
+   if (host in ("docker.io", "index.docker.io") and port is None):
+      host = None   # so "docker.io/busybox" gets library/ like "busybox"
    if (host is None):
       domain = DEFAULT_DOMAIN
       if (len(path) == 1):
@@ -121,9 +126,6 @@ def parse(text):
       domain = host if (port is None) else "%s:%d" % (host, port)
       if (port is not None and port > 65535):
          raise bad("port out of range")
-   if (host is None and len(path) == 2 and SHA256_RE.match(path[1])):
-      # Docker's rule: a bare 64-hex name is an image ID, never a repository.
-      raise bad("a 64-hex name is an image ID, not a repository")
    for c in path:
       if (not COMPONENT_RE.match(c)):
          if (c.lower() != c):

@@ -183,6 +183,8 @@ def validate(cfg):
       for k in ("skip_verify", "upstream"):
          if (k in r):
             typed(r, k, bool, "%s.%s" % (where, k))
+      if ("mirrors" in r):
+         typed(r, "mirrors", list, where + ".mirrors")
       for (i, m) in enumerate(r.get("mirrors", [])):
          if (not isinstance(m, str)):
             raise Config_Error("%s.mirrors: must be strings" % where)

@@ -34,6 +34,10 @@ class Failed_Precondition(CRI_Error):
    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Internal(CRI_Error):
+   code = grpc.StatusCode.INTERNAL
+
+
 class Invalid_Argument(CRI_Error):
    code = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -108,10 +108,15 @@ class Image_Store:
       self.ch.storage_gc()
       try:
          data = fsutil.json_read(self.path)
+         images = data.get("images")
+         if (not isinstance(images, dict)
+             or not all(isinstance(v, dict) for v in images.values())):
+            raise fsutil.State_Error("state file has no image table: %s"
+                                     % self.path)
       except FileNotFoundError:
          data = { "images": {} }
       except fsutil.State_Error as x:
-         bad = "%s.corrupt.%d" % (self.path, time.time())
+         bad = "%s.corrupt.%d" % (self.path, time.time_ns())
          log.error("%s; moved aside to %s, starting with no images", x, bad)
          os.rename(self.path, bad)
          data = { "images": {} }
@@ -166,7 +171,7 @@ class Image_Store:
       with self.lock:
          if (id_ is not None and id_ in self.images):
             return self.images[id_]
-      if (id_ is not None and text.startswith("sha256:")):
+      if (id_ is not None):
          return None
       try:
          ref = imgref.parse(text)
@@ -216,7 +221,7 @@ class Image_Store:
          except err.CRI_Error as x:
             p.error = x
          except Exception as x:
-            p.error = err.CRI_Error("pull %s: %s" % (ref, x))
+            p.error = err.Internal("pull %s: %s" % (ref, x))
             raise
          finally:
             with self.lock:
@@ -341,7 +346,11 @@ class Image_Servicer(pb_grpc.ImageServiceServicer):
          return pb.ImageStatusResponse()
       res = pb.ImageStatusResponse(image=self.image_pb(img))
       if (request.verbose):
-         info = { "imageSpec": self.store.config(img.id_),
+         try:
+            spec = self.store.config(img.id_)
+         except FileNotFoundError:
+            return pb.ImageStatusResponse()   # removed meanwhile
+         info = { "imageSpec": spec,
                   "storagePath": self.store.ch.image_path(img.id_) }
          res.info["info"] = json.dumps(info, sort_keys=True)
       return res

@@ -162,9 +162,6 @@ def test_bad_value_names_key(tmp_path, text, key):
    assert config_error(tmp_path, text).startswith(key + ":")
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="lib bug: a string mirrors value is iterated as "
-                          "one mirror per character")
 def test_mirrors_must_be_a_list(tmp_path):
    msg = config_error(tmp_path, """\
 [registry."docker.io"]

@@ -304,9 +304,6 @@ def test_remove_missing_ok(serve):
    assert image_list(s) == []
 
 
-@pytest.mark.xfail(strict=True, raises=grpc.RpcError,
-                   reason="lib bug: a bare 64-hex ID of an absent image is "
-                          "INVALID_ARGUMENT, not absent")
 def test_bare_id_of_missing_image(serve):
    s = serve(registry=REGISTRY)
    id_ = pull(s, "busybox")[7:]
@@ -556,9 +553,6 @@ def test_pull_while_server_busy_still_answers(serve):
       assert fut.result(RPC_TIMEOUT) == "sha256:" + id_of(BUSYBOX)
 
 
-@pytest.mark.xfail(strict=True, raises=grpc.RpcError,
-                   reason="lib bug: verbose ImageStatus racing RemoveImage "
-                          "answers INTERNAL (FileNotFoundError)")
 def test_status_verbose_races_remove(serve):
    s = serve(registry=REGISTRY)
    pull(s, "busybox")
@@ -622,6 +616,19 @@ def test_index_too_new_moved_aside(serve, root):
       json.dump({ "version": fsutil.STATE_VERSION + 1, "images": {} }, fp)
    serve(registry=REGISTRY)
    assert len(glob.glob(index + ".corrupt.*")) == 1
+
+
+@pytest.mark.parametrize("text", ['{"version": 1}',
+                                  '{"version": 1, "images": []}',
+                                  '{"version": "1", "images": {}}'])
+def test_index_wrong_shape_moved_aside(serve, root, text):
+   state = fsutil.mkdirs(os.path.join(root, "state"))
+   index = os.path.join(state, cri.images.INDEX_FILE)
+   with open(index, "w") as fp:
+      fp.write(text)
+   s = serve(registry=REGISTRY)
+   assert len(glob.glob(index + ".corrupt.*")) == 1
+   assert image_list(s) == []
 
 
 def test_unindexed_tree_removed_at_load(serve, root):

@@ -90,7 +90,6 @@ BAD = {
    "busybox;rm -rf /": "syntax error",
    "busybox\u00e9": "syntax error",
    HEX: "image ID",
-   HEX + ":1": "image ID",
 }
 
 
@@ -148,11 +147,14 @@ def test_id_parse():
       assert imgref.id_parse(bad) is None, bad
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="lib bug: docker.io/NAME is not normalised to "
-                          "docker.io/library/NAME")
 def test_docker_io_official_image_normalised():
    # Docker, containerd and the kubelet treat these as the same image;
    # "docker.io/nginx" is common in pod specs.
    assert str(imgref.parse("docker.io/busybox")) \
           == "docker.io/library/busybox:latest"
+
+
+def test_hex_name_with_tag_is_a_repository():
+   # Docker refuses only a reference that is entirely 64 hex digits.
+   r = imgref.parse(HEX + ":1")
+   assert str(r) == "docker.io/library/%s:1" % HEX
