@@ -278,6 +278,48 @@ class Charliecloud:
                   self.storage)
          time.sleep(0.5)
 
+   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p):
+      """Return the argv that starts a pod's keeper detached (setsid -f, so
+         it outlives us) in new namespaces owned by a new user namespace
+         that maps our UID to root: mount, and network, UTS and IPC unless
+         the pod shares the host's."""
+      argv = ["setsid", "-f", "unshare", "--user", "--map-root-user",
+              "--mount", "--propagation", "private"]
+      argv += ["--net"] if net_p else []
+      argv += ["--uts"] if uts_p else []
+      argv += ["--ipc"] if ipc_p else []
+      return argv + ["--", python, "-I", "-S", keeper_py, pod_dir]
+
+   def run_argv(self, root, argv, env, cwd, uid, gid, binds, write_p):
+      """Return the ch-run argv running argv in image directory root (the
+         container's overlay) with exactly environment env (a list of
+         "K=V"), working directory cwd, user uid:gid, extra read-write
+         binds [(host, guest)], and a writable root if write_p. /tmp is
+         private; the image's /etc/passwd and /etc/group are used."""
+      a = [self.ch_run, "--no-passwd", "--private-tmp", "--unset-env=*",
+           "--env-no-expand", "-c", cwd, "-u", str(uid), "-g", str(gid)]
+      a += ["--write"] if write_p else []
+      for (src, dst) in binds:
+         a.append("--bind=%s:%s" % (src, dst))
+      a += ["--set-env=%s" % kv for kv in env]
+      return a + [root, "--"] + list(argv)
+
+   def exec_argv(self, root, pid, argv, env, cwd):
+      """Return the ch-run argv running argv inside the container whose
+         main process is pid (joining its user and mount namespaces; the
+         caller is already in the pod's other namespaces)."""
+      a = [self.ch_run, "--join-pid=%d" % pid, "--unset-env=*",
+           "--env-no-expand", "-c", cwd]
+      a += ["--set-env=%s" % kv for kv in env]
+      return a + [root, "--"] + list(argv)
+
+   def run_env(self):
+      """Return the environment ch-run itself needs (not the container's):
+         it refuses to run without $USER. Inside the keeper's user
+         namespace we are root."""
+      return { "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+               "USER": "root", "LANG": "C" }
+
    def manifest_digest(self, tmp_ref):
       """Return "sha256:..." of the manifest list (or, for an
          architecture-unaware image, the manifest) ch-image fetched for

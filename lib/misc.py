@@ -71,6 +71,27 @@ def cmd_run(argv, timeout, env=None, input_=None, check=True):
    return cp
 
 
+def cmd_detach(argv, log_path, timeout):
+   """Run argv, which detaches what it starts (e.g. "setsid -f"), with its
+      output appended to log_path; wait for argv itself only. Raise
+      Command_Error if it cannot start or fails."""
+   argv = [str(a) for a in argv]
+   log.log(LOG_LEVELS["verbose"], "starting: %s", argv_quote(argv))
+   try:
+      with open(log_path, "ab") as fp:
+         cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fp,
+                             stderr=fp, timeout=timeout,
+                             start_new_session=True)
+   except FileNotFoundError:
+      raise Command_Error(argv, "not found")
+   except subprocess.TimeoutExpired:
+      raise Command_Error(argv, "timed out after %ss" % timeout)
+   except OSError as x:
+      raise Command_Error(argv, "can't run: %s" % x.strerror)
+   if (cp.returncode != 0):
+      raise Command_Error(argv, "exit code %d" % cp.returncode, cp.returncode)
+
+
 def log_setup(level, stream=None):
    "Configure the ch-cri logger at level (a key of LOG_LEVELS)."
    logging.addLevelName(LOG_LEVELS["verbose"], "VERBOSE")

@@ -30,6 +30,10 @@ class Already_Exists(CRI_Error):
    code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class Deadline_Exceeded(CRI_Error):
+   code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Failed_Precondition(CRI_Error):
    code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -1,7 +1,8 @@
-# The CRI RuntimeService: runtime information now; pods and containers
-# answer UNIMPLEMENTED until they land.
+# The CRI RuntimeService: thin methods over cri.sandbox and cri.container;
+# what is not implemented yet answers UNIMPLEMENTED with a message.
 
 import json
+import time
 
 import misc
 import cri.errors as err
@@ -17,15 +18,8 @@ API_VERSION = "v1"
 KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
-NOT_YET = "pods and containers are not implemented in this ch-cri version"
-PENDING = { "RunPodSandbox": NOT_YET, "StopPodSandbox": NOT_YET,
-            "RemovePodSandbox": NOT_YET, "PodSandboxStatus": NOT_YET,
-            "ListPodSandbox": NOT_YET, "CreateContainer": NOT_YET,
-            "StartContainer": NOT_YET, "StopContainer": NOT_YET,
-            "RemoveContainer": NOT_YET, "ListContainers": NOT_YET,
-            "ContainerStatus": NOT_YET, "UpdateContainerResources": NOT_YET,
-            "ReopenContainerLog": NOT_YET, "ExecSync": NOT_YET,
-            "Exec": NOT_YET, "Attach": NOT_YET, "PortForward": NOT_YET,
+NOT_YET = "not implemented in this ch-cri version"
+PENDING = { "Exec": NOT_YET, "Attach": NOT_YET, "PortForward": NOT_YET,
             "ContainerStats": NOT_YET, "ListContainerStats": NOT_YET,
             "PodSandboxStats": NOT_YET, "ListPodSandboxStats": NOT_YET,
             "GetContainerEvents": NOT_YET, "ListMetricDescriptors": NOT_YET,
@@ -46,7 +40,9 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    """The CRI RuntimeService. info is a dict of facts for verbose Status
       (versions, features, paths), computed once at start-up."""
 
-   def __init__(self, version, cgroup_driver, info):
+   def __init__(self, version, cgroup_driver, info, pods, ctrs):
+      self.pods = pods
+      self.ctrs = ctrs
       self.version = version
       self.cgroup_driver = cgroup_driver
       self.info_json = json.dumps(info, sort_keys=True)
@@ -87,6 +83,98 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       log.info("UpdateRuntimeConfig: pod CIDR %r noted, not used",
                request.runtime_config.network_config.pod_cidr)
       return pb.UpdateRuntimeConfigResponse()
+
+
+   ## Pods ##
+
+   @err.rpc
+   def RunPodSandbox(self, request, context):
+      id_ = self.pods.run(request.config, request.runtime_handler)
+      return pb.RunPodSandboxResponse(pod_sandbox_id=id_)
+
+   @err.rpc
+   def StopPodSandbox(self, request, context):
+      self.pods.stop(request.pod_sandbox_id, None)
+      return pb.StopPodSandboxResponse()
+
+   @err.rpc
+   def RemovePodSandbox(self, request, context):
+      pod = self.pods.find(request.pod_sandbox_id)
+      if (pod is not None):
+         self.pods.stop(pod.id_, None)
+         for c in self.ctrs.of_pod(pod.id_):
+            self.ctrs.remove(c.id_)
+         self.pods.remove(pod)
+      return pb.RemovePodSandboxResponse()
+
+   @err.rpc
+   def PodSandboxStatus(self, request, context):
+      pod = self.pods.get(request.pod_sandbox_id)
+      res = pb.PodSandboxStatusResponse(status=pod.pb_status(),
+                                        timestamp=time.time_ns())
+      if (request.verbose):
+         res.info.update(self.pods.status_info(pod))
+         res.containers_statuses.extend(c.pb_status() for c in
+                                        self.ctrs.of_pod(pod.id_))
+      return res
+
+   @err.rpc
+   def ListPodSandbox(self, request, context):
+      f = request.filter if request.HasField("filter") else None
+      return pb.ListPodSandboxResponse(items=self.pods.list(f))
+
+   ## Containers ##
+
+   @err.rpc
+   def CreateContainer(self, request, context):
+      id_ = self.ctrs.create(request.pod_sandbox_id, request.config)
+      return pb.CreateContainerResponse(container_id=id_)
+
+   @err.rpc
+   def StartContainer(self, request, context):
+      self.ctrs.start(request.container_id)
+      return pb.StartContainerResponse()
+
+   @err.rpc
+   def StopContainer(self, request, context):
+      self.ctrs.stop(request.container_id, request.timeout)
+      return pb.StopContainerResponse()
+
+   @err.rpc
+   def RemoveContainer(self, request, context):
+      self.ctrs.remove(request.container_id)
+      return pb.RemoveContainerResponse()
+
+   @err.rpc
+   def ListContainers(self, request, context):
+      f = request.filter if request.HasField("filter") else None
+      return pb.ListContainersResponse(containers=self.ctrs.list(f))
+
+   @err.rpc
+   def ContainerStatus(self, request, context):
+      c = self.ctrs.get(request.container_id)
+      res = pb.ContainerStatusResponse(status=c.pb_status())
+      if (request.verbose):
+         res.info["info"] = json.dumps({ "spec": c.spec, "dir": c.dir_,
+                                         "status": c.status },
+                                       sort_keys=True)
+      return res
+
+   @err.rpc
+   def UpdateContainerResources(self, request, context):
+      self.ctrs.resources_update(request.container_id, request.linux)
+      return pb.UpdateContainerResourcesResponse()
+
+   @err.rpc
+   def ReopenContainerLog(self, request, context):
+      self.ctrs.reopen_log(request.container_id)
+      return pb.ReopenContainerLogResponse()
+
+   @err.rpc
+   def ExecSync(self, request, context):
+      (out, err_, code) = self.ctrs.exec_sync(request.container_id,
+                                              request.cmd, request.timeout)
+      return pb.ExecSyncResponse(stdout=out, stderr=err_, exit_code=code)
 
 
 for (name, why) in PENDING.items():

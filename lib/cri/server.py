@@ -15,8 +15,11 @@ import charlie
 import fsutil
 import misc
 import cri.config
+import cri.container
 import cri.images
 import cri.runtime
+import cri.sandbox
+import cri.store
 
 from cri_api.v1 import api_pb2_grpc as pb_grpc
 
@@ -59,6 +62,11 @@ def serve(cfg, version, python):
    store = cri.images.Image_Store(ch, cri.config.Registries(cfg["registry"]),
                                   cfg["state_dir"], cfg["pinned_images"])
    store.load()
+   state = cri.store.Store(cfg["state_dir"])
+   state.load(cri.sandbox.Pod, cri.container.Container)
+   state.start()
+   pods = cri.sandbox.Pods(state, ch, python)
+   ctrs = cri.container.Containers(state, ch, pods, store)
    info = { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
                               "ch_image": ch.ch_image,
@@ -74,8 +82,8 @@ def serve(cfg, version, python):
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
    pb_grpc.add_RuntimeServiceServicer_to_server(
-      cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info),
-      server)
+      cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
+                                   pods, ctrs), server)
    pb_grpc.add_ImageServiceServicer_to_server(
       cri.images.Image_Servicer(store), server)
    sock = cfg["socket"]
@@ -94,6 +102,7 @@ def serve(cfg, version, python):
    while not stop.wait(3600):
       pass
    server.stop(GRACE).wait()
+   state.stop()
    try:
       os.unlink(sock)
    except OSError:

@@ -1,0 +1,704 @@
+# The per-pod keeper: holds a pod's namespaces and supervises its containers.
+#
+# ch-cri starts one keeper per pod, detached (its own session), inside the
+# pod's new user, mount, UTS, IPC and (unless the pod uses the host's)
+# network namespaces:
+#
+#    setsid -f unshare -U -r -m -u -i [-n] -- PYTHON -I -S keeper.py POD_DIR
+#
+# It must stay small (one per pod): standard library only, no threads, no
+# grpc or protobuf. It reads POD_DIR/keeper-args.json, sets the hostname,
+# brings loopback up, then serves ch-cri on a unix socket and writes
+# POD_DIR/keeper.json ({"pid", "pid_start"}) once ready.
+#
+# Protocol: one JSON object per line each way. A request {"op": OP, ...}
+# gets one reply {"ok": true, ...} or {"ok": false, "error": MSG}; replies
+# to "wait" and "exec" may come later, other connections are served
+# meanwhile. Operations:
+#
+#   hello                 -> pid, containers {id: status}
+#   start id dir argv env log tty stdin rootfs mounts mkpaths
+#                         -> status (mount the rootfs overlay, pre-mounts,
+#                            spawn argv, log its output)
+#   signal id signal all  send signal to the main process, or with all to
+#                         every process in the container's mount namespace
+#   wait id timeout       -> exited: reply when the container has exited
+#   exec id argv env timeout max
+#                         -> exit_code stdout stderr (base64) timed_out
+#   reopen id             reopen the container's log file
+#   remove id             unmount the container's rootfs and forget it
+#   events                this connection becomes a stream of
+#                         {"ev": "exit", "id", "status"} lines
+#   shutdown              kill every container, record exits, exit
+#
+# A container's status lives in DIR/status.json (written atomically, only
+# by this keeper): pid, pid_start, mntns, started_at, finished_at (ns),
+# exit_code, signal, reason, message. Exit codes follow the shells' rule:
+# 128 + N for a death by signal N.
+
+import base64
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+
+## Constants ##
+
+IFF_UP = 0x1
+LOG_LINE_MAX = 16 * 1024     # longer lines are split into "P" records
+READ_SIZE = 65536
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+VERSION = 1
+
+
+## Globals ##
+
+sel = selectors.DefaultSelector()
+containers = dict()      # id -> Container
+subscribers = []         # event connections
+execs = []               # Exec in progress
+waiters = []             # (deadline, Conn, container id)
+mntns_self = None
+shutdown = None          # (deadline, Conn) once asked to shut down
+
+
+## Functions ##
+
+def file_write_atomic(path, data):
+   tmp = "%s.tmp.%d" % (path, os.getpid())
+   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+   try:
+      os.write(fd, data)
+      os.fsync(fd)
+   finally:
+      os.close(fd)
+   os.rename(tmp, path)
+   dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+   try:
+      os.fsync(dfd)
+   finally:
+      os.close(dfd)
+
+
+def json_write(path, obj):
+   obj = dict(obj, version=VERSION)
+   file_write_atomic(path, json.dumps(obj, sort_keys=True).encode())
+
+
+def lo_up():
+   "Bring the loopback interface of our network namespace up."
+   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+   try:
+      ifr = struct.pack("16sh", b"lo", 0)
+      flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+      fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+   finally:
+      s.close()
+
+
+def log_ts():
+   "Return the current time in RFC 3339 with nanoseconds, as CRI logs want."
+   ns = time.time_ns()
+   return "%s.%09dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S",
+                                      time.gmtime(ns // 10**9)), ns % 10**9)
+
+
+def mntns_of(pid):
+   try:
+      return os.readlink("/proc/%d/ns/mnt" % pid)
+   except OSError:
+      return None
+
+
+def path_in_root(root, path):
+   """Return path (absolute, inside the container) resolved under root
+      without leaving it: symlinks in the image are followed as the
+      container would see them. Components that do not exist yet are kept
+      as they are."""
+   parts = [p for p in path.split("/") if p not in ("", ".")]
+   out = []
+   hops = 0
+   while parts:
+      p = parts.pop(0)
+      if (p == ".."):
+         if (out):
+            out.pop()
+         continue
+      cand = os.path.join(root, *out, p)
+      if (os.path.islink(cand)):
+         hops += 1
+         if (hops > 40):
+            raise OSError(errno.ELOOP, "too many symlinks", path)
+         target = os.readlink(cand)
+         if (target.startswith("/")):
+            out = []
+         parts = [t for t in target.split("/") if t not in ("", ".")] + parts
+         continue
+      out.append(p)
+   return os.path.join(root, *out)
+
+
+def proc_start(pid):
+   "Return the start time of process pid (clock ticks since boot) or None."
+   try:
+      with open("/proc/%d/stat" % pid, "rb") as fp:
+         stat = fp.read()
+   except OSError:
+      return None
+   return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def run(argv):
+   "Run a helper command (mount, umount) and wait; raise on failure."
+   pid = os.posix_spawnp(argv[0], argv, {"PATH": "/usr/bin:/bin:/usr/sbin:"
+                                                 "/sbin", "LANG": "C"})
+   (_, st) = os.waitpid(pid, 0)
+   if (os.waitstatus_to_exitcode(st) != 0):
+      raise OSError("%s failed (%d)" % (" ".join(argv[:4]),
+                                        os.waitstatus_to_exitcode(st)))
+
+
+def exit_code_of(status):
+   c = os.waitstatus_to_exitcode(status)
+   return (128 - c, -c) if c < 0 else (c, 0)
+
+
+def mounted_p(path):
+   with open("/proc/self/mountinfo") as fp:
+      return any(l.split()[4] == path for l in fp)
+
+
+## Classes ##
+
+class Log:
+   """A CRI log file: "TIMESTAMP STREAM TAG CONTENT" lines, TAG F for a
+      whole line and P for a piece of a line longer than LOG_LINE_MAX."""
+
+   def __init__(self, path):
+      self.path = path
+      self.fd = None
+      self.partial = { "stdout": b"", "stderr": b"" }
+      self.open()
+
+   def open(self):
+      if (not self.path):
+         return
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                   | os.O_CLOEXEC, 0o640)
+
+   def close(self):
+      if (self.fd is not None):
+         os.close(self.fd)
+         self.fd = None
+
+   def reopen(self):
+      self.close()
+      self.open()
+
+   def feed(self, stream, data, eof=False):
+      buf = self.partial[stream] + data
+      ts = log_ts().encode()
+      head = b"%s %s " % (ts, stream.encode())
+      out = []
+      while True:
+         i = buf.find(b"\n")
+         if (i < 0 or i > LOG_LINE_MAX):
+            if (len(buf) > LOG_LINE_MAX):
+               out.append(head + b"P " + buf[:LOG_LINE_MAX] + b"\n")
+               buf = buf[LOG_LINE_MAX:]
+               continue
+            break
+         line = buf[:i]
+         if (line.endswith(b"\r")):
+            line = line[:-1]
+         out.append(head + b"F " + line + b"\n")
+         buf = buf[i+1:]
+      if (eof and buf):
+         out.append(head + b"F " + buf + b"\n")
+         buf = b""
+      self.partial[stream] = buf
+      if (out and self.fd is not None):
+         try:
+            os.write(self.fd, b"".join(out))
+         except OSError as x:
+            sys.stderr.write("keeper: log %s: %s\n" % (self.path, x))
+
+
+class Container:
+
+   def __init__(self, id_, dir_):
+      self.id_ = id_
+      self.dir_ = dir_
+      self.status = dict()
+      self.pidfd = None
+      self.outs = dict()      # fd -> stream name
+      self.stdin_w = None
+      self.log = None
+      self.merged = None
+
+   @property
+   def pid(self):
+      return self.status.get("pid")
+
+   def exited_p(self):
+      return "finished_at" in self.status
+
+   def save(self):
+      json_write(os.path.join(self.dir_, "status.json"), self.status)
+
+
+class Conn:
+   "A connection from ch-cri: a line buffer and a way to answer."
+
+   def __init__(self, sock):
+      self.sock = sock
+      self.buf = b""
+      sock.setblocking(True)
+      sock.settimeout(5)
+
+   def close(self):
+      try:
+         sel.unregister(self.sock)
+      except (KeyError, ValueError):
+         pass
+      self.sock.close()
+      if (self in subscribers):
+         subscribers.remove(self)
+
+   def send(self, obj):
+      try:
+         self.sock.sendall(json.dumps(obj).encode() + b"\n")
+         return True
+      except OSError:
+         self.close()
+         return False
+
+
+class Exec:
+   "An exec: a process whose output we collect until it exits."
+
+   def __init__(self, conn, pid, outs, deadline, max_):
+      self.conn = conn
+      self.pid = pid
+      self.pidfd = os.pidfd_open(pid)
+      self.outs = outs            # fd -> bytearray
+      self.deadline = deadline
+      self.max = max_
+      self.timed_out = False
+      sel.register(self.pidfd, selectors.EVENT_READ, ("exec-exit", self))
+      for fd in outs:
+         sel.register(fd, selectors.EVENT_READ, ("exec-out", self))
+
+   def read(self, fd):
+      try:
+         data = os.read(fd, READ_SIZE)
+      except BlockingIOError:
+         return
+      except OSError:
+         data = b""
+      if (not data):
+         sel.unregister(fd)
+         os.close(fd)
+         self.outs[fd] = (self.outs[fd], True)
+         return
+      buf = self.outs[fd]
+      if (len(buf) < self.max):
+         buf += data[:self.max - len(buf)]
+
+   def finish(self):
+      (_, st) = os.waitpid(self.pid, 0)
+      sel.unregister(self.pidfd)
+      os.close(self.pidfd)
+      # Take what the process wrote; its children may hold the pipes open,
+      # but are killed with its process group.
+      try:
+         os.killpg(self.pid, signal.SIGKILL)
+      except OSError:
+         pass
+      res = []
+      for (fd, buf) in list(self.outs.items()):
+         if (isinstance(buf, tuple)):
+            res.append(buf[0])
+            continue
+         os.set_blocking(fd, False)
+         while True:
+            try:
+               data = os.read(fd, READ_SIZE)
+            except OSError:
+               break
+            if (not data):
+               break
+            if (len(buf) < self.max):
+               buf += data[:self.max - len(buf)]
+         sel.unregister(fd)
+         os.close(fd)
+         res.append(buf)
+      execs.remove(self)
+      (code, _) = exit_code_of(st)
+      self.conn.send({ "ok": True, "exit_code": code,
+                       "timed_out": self.timed_out,
+                       "stdout": base64.b64encode(res[0]).decode(),
+                       "stderr": base64.b64encode(res[1]).decode() })
+
+
+## Operations ##
+
+def op_hello(conn, req):
+   return { "pid": os.getpid(),
+            "containers": { i: c.status for (i, c) in containers.items() } }
+
+
+def op_start(conn, req):
+   id_ = req["id"]
+   if (id_ in containers and containers[id_].pid is not None):
+      raise ValueError("container already started: %s" % id_)
+   c = containers[id_] = Container(id_, req["dir"])
+   rootfs_mount(c, req["rootfs"], req.get("mounts", []),
+                req.get("mkpaths", []))
+   c.log = Log(req.get("log") or "")
+   fa = []
+   closers = []
+   if (req.get("tty")):
+      (master, slave) = os.openpty()
+      fa += [(os.POSIX_SPAWN_DUP2, slave, 0), (os.POSIX_SPAWN_DUP2, slave, 1),
+             (os.POSIX_SPAWN_DUP2, slave, 2)]
+      closers.append(slave)
+      c.outs[master] = "stdout"
+      if (req.get("stdin")):
+         c.stdin_w = os.dup(master)
+   else:
+      if (req.get("stdin")):
+         (r, w) = os.pipe()
+         c.stdin_w = w   # held open so reads block, as with an attached stdin
+      else:
+         r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+      fa.append((os.POSIX_SPAWN_DUP2, r, 0))
+      closers.append(r)
+      for (n, stream) in ((1, "stdout"), (2, "stderr")):
+         (r, w) = os.pipe()
+         fa.append((os.POSIX_SPAWN_DUP2, w, n))
+         closers.append(w)
+         c.outs[r] = stream
+   argv = req["argv"]
+   try:
+      # setsid(1) gives the container its own session without forking (we
+      # are not a group leader); -c makes its tty the controlling terminal.
+      pre = ["setsid", "-c"] if req.get("tty") else ["setsid"]
+      pid = os.posix_spawnp("setsid", pre + argv, req["env"],
+                            file_actions=fa)
+   finally:
+      for fd in closers:
+         os.close(fd)
+   c.pidfd = os.pidfd_open(pid)
+   c.status = { "pid": pid, "pid_start": proc_start(pid),
+                "started_at": time.time_ns() }
+   for fd in c.outs:
+      os.set_blocking(fd, False)
+      sel.register(fd, selectors.EVENT_READ, ("out", c))
+   sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
+   # ch-run makes the container's mount namespace at once; wait for it
+   # (bounded) so "signal all" can find the container's processes.
+   for _ in range(2000):
+      ns = mntns_of(pid)
+      if (ns is None or ns != mntns_self):
+         break
+      time.sleep(0.001)
+   c.status["mntns"] = ns
+   c.save()
+   return { "status": c.status }
+
+
+def rootfs_mount(c, rootfs, mounts, mkpaths):
+   merged = rootfs["merged"]
+   c.merged = merged
+   if (not mounted_p(merged)):
+      run(["mount", "-t", "overlay", "overlay", "-o",
+           "lowerdir=%s,upperdir=%s,workdir=%s"
+           % (rootfs["lower"], rootfs["upper"], rootfs["work"]), merged])
+   for (path, kind) in mkpaths:
+      p = path_in_root(merged, path)
+      if (kind == "dir"):
+         os.makedirs(p, exist_ok=True)
+      elif (not os.path.lexists(p)):
+         os.makedirs(os.path.dirname(p), exist_ok=True)
+         os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
+   for m in mounts:
+      dst = path_in_root(merged, m["dst"])
+      if (os.path.isdir(m["src"])):
+         os.makedirs(dst, exist_ok=True)
+      elif (not os.path.lexists(dst)):
+         os.makedirs(os.path.dirname(dst), exist_ok=True)
+         os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
+      run(["mount", "--rbind", m["src"], dst])
+      if (m.get("ro")):
+         run(["mount", "-o", "remount,bind,ro", dst])
+
+
+def op_signal(conn, req):
+   c = container_get(req["id"])
+   sig = int(req["signal"])
+   if (c.exited_p() and not req.get("all")):
+      return { "exited": True }
+   pids = [c.pid] if not c.exited_p() else []
+   if (req.get("all") and c.status.get("mntns")):
+      pids += ns_pids(c.status["mntns"])
+   for pid in set(pids):
+      try:
+         os.kill(pid, sig)
+      except ProcessLookupError:
+         pass
+   return { "exited": c.exited_p(), "signalled": len(set(pids)) }
+
+
+def ns_pids(ns):
+   "Return the PIDs whose mount namespace is ns (the container's)."
+   out = []
+   for d in os.listdir("/proc"):
+      if (d.isdigit() and int(d) != os.getpid() and mntns_of(int(d)) == ns):
+         out.append(int(d))
+   return out
+
+
+def op_wait(conn, req):
+   c = container_get(req["id"])
+   if (c.exited_p()):
+      return { "exited": True, "status": c.status }
+   waiters.append((time.monotonic() + float(req.get("timeout", 0)), conn,
+                   c.id_))
+   return None   # answered later
+
+
+def op_exec(conn, req):
+   c = container_get(req["id"])
+   if (c.exited_p()):
+      raise ValueError("container not running: %s" % c.id_)
+   outs = dict()
+   fa = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+   closers = []
+   for n in (1, 2):
+      (r, w) = os.pipe()
+      fa.append((os.POSIX_SPAWN_DUP2, w, n))
+      closers.append(w)
+      outs[r] = bytearray()
+      os.set_blocking(r, False)
+   try:
+      pid = os.posix_spawnp(req["argv"][0], req["argv"], req["env"],
+                            file_actions=fa, setsid=True)
+   finally:
+      for fd in closers:
+         os.close(fd)
+   t = float(req.get("timeout") or 0)
+   e = Exec(conn, pid, outs, time.monotonic() + t if t > 0 else None,
+            int(req.get("max", 16 * 2**20)))
+   execs.append(e)
+   return None
+
+
+def op_reopen(conn, req):
+   c = container_get(req["id"])
+   if (c.log is None):
+      raise ValueError("container not started: %s" % c.id_)
+   c.log.reopen()
+   return {}
+
+
+def op_remove(conn, req):
+   c = containers.get(req["id"])
+   if (c is None):
+      return {}
+   if (c.pid is not None and not c.exited_p()):
+      raise ValueError("container running: %s" % c.id_)
+   if (c.merged and mounted_p(c.merged)):
+      run(["umount", "--recursive", "--lazy", c.merged])
+   if (c.log):
+      c.log.close()
+   del containers[c.id_]
+   return {}
+
+
+def op_events(conn, req):
+   subscribers.append(conn)
+   return { "containers": { i: c.status for (i, c) in containers.items() } }
+
+
+def op_shutdown(conn, req):
+   "Kill every container; the reply comes once all have exited (bounded)."
+   global shutdown
+   for c in containers.values():
+      pids = [] if (c.pid is None or c.exited_p()) else [c.pid]
+      if (c.status.get("mntns")):
+         pids += ns_pids(c.status["mntns"])
+      for pid in pids:
+         try:
+            os.kill(pid, signal.SIGKILL)
+         except ProcessLookupError:
+            pass
+   shutdown = (time.monotonic() + 10, conn)
+   return None
+
+
+def running_p():
+   return any(c.pid and not c.exited_p() for c in containers.values())
+
+
+def container_get(id_):
+   c = containers.get(id_)
+   if (c is None):
+      raise KeyError("no such container in this pod: %s" % id_)
+   return c
+
+
+OPS = { "hello": op_hello, "start": op_start, "signal": op_signal,
+        "wait": op_wait, "exec": op_exec, "reopen": op_reopen,
+        "remove": op_remove, "events": op_events, "shutdown": op_shutdown }
+
+
+## Event loop ##
+
+def on_exit(c):
+   (_, st) = os.waitpid(c.pid, 0)
+   sel.unregister(c.pidfd)
+   os.close(c.pidfd)
+   c.pidfd = None
+   # Whatever the main process wrote is in the pipes now: log it all.
+   for fd in list(c.outs):
+      drain(c, fd)
+   (code, sig) = exit_code_of(st)
+   c.status.update(finished_at=time.time_ns(), exit_code=code, signal=sig,
+                   reason=("Completed" if code == 0 else "Error"))
+   c.save()
+   # The container ends with its main process, as with a PID namespace.
+   if (c.status.get("mntns")):
+      for pid in ns_pids(c.status["mntns"]):
+         try:
+            os.kill(pid, signal.SIGKILL)
+         except ProcessLookupError:
+            pass
+   for s in list(subscribers):
+      s.send({ "ev": "exit", "id": c.id_, "status": c.status })
+   for w in [w for w in waiters if w[2] == c.id_]:
+      waiters.remove(w)
+      w[1].send({ "ok": True, "exited": True, "status": c.status })
+
+
+def drain(c, fd):
+   "Read and log what fd has now; close it at end of file."
+   while True:
+      try:
+         data = os.read(fd, READ_SIZE)
+      except BlockingIOError:
+         return
+      except OSError:
+         data = b""   # EIO: the tty's other side is closed
+      stream = c.outs[fd]
+      if (not data):
+         c.log.feed(stream, b"", eof=True)
+         sel.unregister(fd)
+         os.close(fd)
+         del c.outs[fd]
+         return
+      c.log.feed(stream, data)
+
+
+def on_request(conn):
+   try:
+      data = conn.sock.recv(READ_SIZE)
+   except OSError:
+      data = b""
+   if (not data):
+      conn.close()
+      return
+   conn.buf += data
+   while b"\n" in conn.buf:
+      (line, conn.buf) = conn.buf.split(b"\n", 1)
+      try:
+         req = json.loads(line)
+         res = OPS[req["op"]](conn, req)
+      except Exception as x:
+         res = { "error": "%s: %s" % (type(x).__name__, x) }
+         conn.send(dict(res, ok=False))
+         continue
+      if (res is not None):
+         conn.send(dict(res, ok=True))
+
+
+def loop_once(timeout):
+   now = time.monotonic()
+   for (deadline, conn, id_) in list(waiters):
+      if (deadline <= now):
+         waiters.remove((deadline, conn, id_))
+         conn.send({ "ok": True, "exited": False })
+   for e in execs:
+      if (e.deadline is not None and e.deadline <= now and not e.timed_out):
+         e.timed_out = True
+         try:
+            os.killpg(e.pid, signal.SIGKILL)
+         except OSError:
+            pass
+   for (key, _) in sel.select(timeout):
+      (kind, obj) = key.data
+      if (kind == "listen"):
+         (s, _) = key.fileobj.accept()
+         conn = Conn(s)
+         sel.register(s, selectors.EVENT_READ, ("conn", conn))
+      elif (kind == "conn"):
+         on_request(obj)
+      elif (kind == "out"):
+         drain(obj, key.fd)
+      elif (kind == "exit"):
+         on_exit(obj)
+      elif (kind == "exec-out"):
+         obj.read(key.fd)
+      elif (kind == "exec-exit"):
+         obj.finish()
+
+
+def main():
+   global mntns_self
+   pod_dir = sys.argv[1]
+   with open(os.path.join(pod_dir, "keeper-args.json")) as fp:
+      args = json.load(fp)
+   signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+   mntns_self = mntns_of(os.getpid())
+   if (args.get("hostname")):
+      socket.sethostname(args["hostname"])
+   if (args.get("net")):
+      lo_up()
+   sock_path = args["socket"]
+   try:
+      os.unlink(sock_path)
+   except FileNotFoundError:
+      pass
+   ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+   ls.bind(sock_path)
+   os.chmod(sock_path, 0o600)
+   ls.listen(64)
+   sel.register(ls, selectors.EVENT_READ, ("listen", None))
+   json_write(os.path.join(pod_dir, "keeper.json"),
+              { "pid": os.getpid(), "pid_start": proc_start(os.getpid()) })
+   while True:
+      if (shutdown is not None
+          and (not running_p() or time.monotonic() > shutdown[0])):
+         for c in containers.values():
+            if (c.log):
+               c.log.close()
+         shutdown[1].send({ "ok": True, "running": running_p() })
+         break
+      loop_once(0.5 if (waiters or execs or shutdown) else 5)
+   try:
+      os.unlink(sock_path)
+   except OSError:
+      pass
+
+
+if (__name__ == "__main__"):
+   main()

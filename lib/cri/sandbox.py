@@ -1,0 +1,337 @@
+# Pods (CRI "pod sandboxes"): each is a keeper process holding the pod's
+# namespaces, and a directory in the state directory.
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+
+from google.protobuf import json_format
+
+import fsutil
+import misc
+import cri.errors as err
+import cri.keeper_conn as kc
+import cri.store as st
+
+from cri_api.v1 import api_pb2 as pb
+
+
+## Constants ##
+
+KEEPER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         "keeper.py")
+KEEPER_START_TIMEOUT = 10
+SHUTDOWN_TIMEOUT = 30
+HOSTS_POD = ("127.0.0.1\tlocalhost\n"
+             "::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Functions ##
+
+def pb_dict(msg):
+   return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def resolv_conf(dns):
+   """Return resolv.conf text for a CRI DNSConfig, or None if it is empty
+      (then the host's is used).
+
+      >>> resolv_conf(pb.DNSConfig(servers=["10.0.0.10"], searches=["a.b"],
+      ...                          options=["ndots:5"]))
+      'nameserver 10.0.0.10\\nsearch a.b\\noptions ndots:5\\n'
+   """
+   if (not (dns.servers or dns.searches or dns.options)):
+      return None
+   out = ["nameserver %s\n" % s for s in dns.servers]
+   if (dns.searches):
+      out.append("search %s\n" % " ".join(dns.searches))
+   if (dns.options):
+      out.append("options %s\n" % " ".join(dns.options))
+   return "".join(out)
+
+
+def line_check(value, field):
+   "Refuse a value that would break the one-line files it is written to."
+   if (any(c in value for c in "\n\r\0")):
+      raise err.Invalid_Argument("%s: must not contain newlines or NUL"
+                                 % field)
+
+
+## Classes ##
+
+class Pod:
+   """A pod: its config (the CRI PodSandboxConfig), directory and keeper.
+      op_lock serialises its lifecycle operations (see store.Store)."""
+
+   def __init__(self, store, id_, config, created_at, handler):
+      self.store = store
+      self.id_ = id_
+      self.config = config
+      self.created_at = created_at
+      self.handler = handler
+      self.dir_ = store.path("pods", id_)
+      self.sock = store.sock_path(id_)
+      self.op_lock = threading.Lock()
+      self.stopped_at = None
+      self.keeper_pid = None
+      self.alive = False
+
+   @classmethod
+   def load(class_, store, id_):
+      d = fsutil.json_read(store.path("pods", id_, "config.json"))
+      config = json_format.ParseDict(d["config"], pb.PodSandboxConfig())
+      p = class_(store, id_, config, d["created_at"], d.get("handler", ""))
+      try:
+         p.stopped_at = fsutil.json_read(os.path.join(p.dir_, "state.json")) \
+                        .get("stopped_at")
+      except FileNotFoundError:
+         pass
+      return p
+
+   @property
+   def ns_opts(self):
+      return self.config.linux.security_context.namespace_options
+
+   @property
+   def host_net_p(self):
+      return self.ns_opts.network == pb.NamespaceMode.NODE
+
+   @property
+   def state(self):
+      if (self.stopped_at is None and self.alive):
+         return pb.PodSandboxState.SANDBOX_READY
+      return pb.PodSandboxState.SANDBOX_NOTREADY
+
+   def keeper_alive_p(self):
+      "Find out from disk and /proc whether our keeper runs; remember."
+      try:
+         k = fsutil.json_read(os.path.join(self.dir_, "keeper.json"))
+      except (FileNotFoundError, fsutil.State_Error):
+         self.alive = False
+         return False
+      self.keeper_pid = k.get("pid")
+      self.alive = st.alive_p(k.get("pid"), k.get("pid_start"))
+      return self.alive
+
+   def keeper_dead(self):
+      self.alive = False
+
+   def pb_short(self):
+      "Return the pb.PodSandbox that ListPodSandbox answers with."
+      return pb.PodSandbox(id=self.id_, metadata=self.config.metadata,
+                           state=self.state, created_at=self.created_at,
+                           labels=self.config.labels,
+                           annotations=self.config.annotations,
+                           runtime_handler=self.handler)
+
+   def pb_status(self):
+      s = pb.PodSandboxStatus(id=self.id_, metadata=self.config.metadata,
+                              state=self.state, created_at=self.created_at,
+                              labels=self.config.labels,
+                              annotations=self.config.annotations,
+                              runtime_handler=self.handler)
+      s.network.ip = ""
+      s.linux.namespaces.options.CopyFrom(self.ns_opts)
+      return s
+
+   def state_save(self):
+      fsutil.json_write_atomic(os.path.join(self.dir_, "state.json"),
+                               { "stopped_at": self.stopped_at })
+
+
+class Pods:
+   "Pod operations over a Store."
+
+   def __init__(self, store, ch, python):
+      self.store = store
+      self.ch = ch
+      self.python = python
+
+   def get(self, id_, field="pod_sandbox_id"):
+      """Return the pod id_ names (a full ID or a unique prefix); raise
+         Not_Found naming field."""
+      if (not id_):
+         raise err.Invalid_Argument("%s: empty" % field)
+      with self.store.lock:
+         p = self.store.pods.get(id_)
+         if (p is None and len(id_) < 64):
+            ms = [v for (k, v) in self.store.pods.items()
+                  if k.startswith(id_)]
+            p = ms[0] if len(ms) == 1 else None
+      if (p is None):
+         raise err.Not_Found("pod sandbox not found: %s" % id_)
+      return p
+
+   def find(self, id_):
+      "Like get(), but return None if missing (for idempotent calls)."
+      try:
+         return self.get(id_)
+      except err.Not_Found:
+         return None
+
+   def run(self, config, handler):
+      md = config.metadata
+      for (v, f) in ((md.name, "name"), (md.namespace, "namespace"),
+                     (md.uid, "uid")):
+         if (not v):
+            raise err.Invalid_Argument("config.metadata.%s: empty" % f)
+      if (handler):
+         raise err.Not_Found("runtime handler %r not supported: ch-cri has "
+                             "only the default handler \"\"" % handler)
+      line_check(config.hostname, "config.hostname")
+      for (i, s) in enumerate(list(config.dns_config.servers)
+                              + list(config.dns_config.searches)
+                              + list(config.dns_config.options)):
+         line_check(s, "config.dns_config")
+      if (config.log_directory and not os.path.isabs(config.log_directory)):
+         raise err.Invalid_Argument("config.log_directory: not absolute: %s"
+                                    % config.log_directory)
+      ns = config.linux.security_context.namespace_options
+      if (ns.network == pb.NamespaceMode.TARGET
+          or ns.ipc == pb.NamespaceMode.TARGET):
+         raise err.Invalid_Argument("config.linux.security_context."
+                                    "namespace_options: TARGET is only for "
+                                    "pid")
+      with self.store.lock:
+         for p in self.store.pods.values():
+            m = p.config.metadata
+            if ((m.name, m.namespace, m.uid, m.attempt)
+                == (md.name, md.namespace, md.uid, md.attempt)):
+               raise err.Already_Exists(
+                  "pod sandbox name %s_%s_%s_%d is in use by %s"
+                  % (md.name, md.namespace, md.uid, md.attempt, p.id_))
+         while True:
+            id_ = secrets.token_hex(32)
+            if (not any(k[:st.SOCK_ID_LEN] == id_[:st.SOCK_ID_LEN]
+                        for k in self.store.pods)):
+               break
+         pod = Pod(self.store, id_, config, time.time_ns(), handler)
+         self.store.pods[id_] = pod   # reserves the name
+      try:
+         with pod.op_lock:
+            self.keeper_start(pod)
+      except BaseException:
+         with self.store.lock:
+            del self.store.pods[id_]
+         self.store.dir_remove(pod.dir_)
+         raise
+      log.info("pod %s (%s/%s) ready, keeper pid %s", id_, md.namespace,
+               md.name, pod.keeper_pid)
+      return id_
+
+   def keeper_start(self, pod):
+      config = pod.config
+      fsutil.mkdirs(pod.dir_)
+      fsutil.json_write_atomic(os.path.join(pod.dir_, "config.json"),
+                               { "config": pb_dict(config),
+                                 "created_at": pod.created_at,
+                                 "handler": pod.handler })
+      host_net = pod.host_net_p
+      hostname = config.hostname or os.uname().nodename
+      resolv = resolv_conf(config.dns_config)
+      if (resolv is None):
+         with open("/etc/resolv.conf") as fp:
+            resolv = fp.read()
+      if (host_net):
+         with open("/etc/hosts") as fp:
+            hosts = fp.read()
+      else:
+         hosts = HOSTS_POD
+      for (name, text) in (("hosts", hosts), ("resolv.conf", resolv),
+                           ("hostname", hostname + "\n")):
+         fsutil.file_write_atomic(os.path.join(pod.dir_, name),
+                                  text.encode(), 0o644)
+      if (config.log_directory):
+         try:
+            os.makedirs(config.log_directory, 0o755, exist_ok=True)
+         except OSError as x:
+            log.warning("pod %s: can't make log directory %s: %s", pod.id_,
+                        config.log_directory, x)
+      fsutil.json_write_atomic(os.path.join(pod.dir_, "keeper-args.json"),
+                               { "socket": pod.sock,
+                                 "hostname": (None if host_net else hostname),
+                                 "net": not host_net })
+      argv = self.ch.keeper_argv(
+         self.python, KEEPER_PY, pod.dir_, net_p=not host_net,
+         uts_p=not host_net,
+         ipc_p=pod.ns_opts.ipc != pb.NamespaceMode.NODE)
+      klog = os.path.join(pod.dir_, "keeper.log")
+      try:
+         misc.cmd_detach(argv, klog, KEEPER_START_TIMEOUT)
+      except misc.Command_Error as x:
+         raise err.Internal("pod keeper failed to start: %s" % x)
+      deadline = time.monotonic() + KEEPER_START_TIMEOUT
+      while not pod.keeper_alive_p():
+         if (time.monotonic() > deadline):
+            with open(klog, errors="replace") as fp:
+               why = misc.stderr_tail(fp.read()) or "no output"
+            raise err.Internal("pod keeper did not start in %ds: %s"
+                               % (KEEPER_START_TIMEOUT, why))
+         time.sleep(0.005)
+      self.store.follow(pod)
+
+   def stop(self, id_, ctr_ids):
+      pod = self.find(id_)
+      if (pod is None):
+         return
+      with pod.op_lock:
+         if (pod.stopped_at is not None):
+            return
+         if (pod.alive):
+            try:
+               kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
+            except kc.Keeper_Error as x:
+               if (not x.gone_p):
+                  raise err.Internal("pod %s: stop: %s" % (id_, x))
+         pod.stopped_at = time.time_ns()
+         pod.state_save()
+         pod.alive = False
+      # The keeper recorded every exit before answering; make sure we show
+      # them now rather than when its events arrive.
+      self.store.keeper_gone(pod)
+      log.info("pod %s stopped", id_)
+
+   def remove(self, pod):
+      "Remove stopped pod's directory and forget it."
+      with pod.op_lock:
+         with self.store.lock:
+            self.store.pods.pop(pod.id_, None)
+         self.store.dir_remove(pod.dir_)
+         try:
+            os.unlink(pod.sock)
+         except OSError:
+            pass
+      log.info("pod %s removed", pod.id_)
+
+   def list(self, f):
+      with self.store.lock:
+         pods = list(self.store.pods.values())
+      out = []
+      for p in pods:
+         if (f is not None):
+            if (f.id and not p.id_.startswith(f.id)):
+               continue
+            if (f.HasField("state") and p.state != f.state.state):
+               continue
+            if (any(p.config.labels.get(k) != v
+                    for (k, v) in f.label_selector.items())):
+               continue
+         out.append(p.pb_short())
+      return out
+
+   def status_info(self, pod):
+      "Return the verbose info of PodSandboxStatus."
+      return { "info": json.dumps({
+         "pid": pod.keeper_pid if pod.alive else None,
+         "netns": ("/proc/%d/ns/net" % pod.keeper_pid
+                   if pod.alive and not pod.host_net_p else None),
+         "dir": pod.dir_,
+         "config": pb_dict(pod.config) }, sort_keys=True) }
