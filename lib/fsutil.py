@@ -83,26 +83,26 @@ def mkdirs(path, mode=0o700):
 
 
 def rmtree(path):
-   """Remove directory tree path, making read-only directories writable as
-      needed (images often contain them). Missing path is fine."""
-   def onerror(func, p, exc):
-      if (isinstance(exc[1], FileNotFoundError)):
-         return
-      if (isinstance(exc[1], PermissionError)):
-         parent = os.path.dirname(p)
-         try:
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
-            if (os.path.isdir(p) and not os.path.islink(p)):
-               os.chmod(p, os.stat(p).st_mode | stat.S_IRWXU)
-            func(p)
-            return
-         except OSError:
-            pass
-      raise exc[1]
+   """Remove directory tree path; missing is fine. Directories we may not
+      enter or change (images and overlay work directories have them) are
+      made accessible first: we own everything below our directories."""
    try:
-      shutil.rmtree(path, onerror=onerror)
+      shutil.rmtree(path)
+      return
    except FileNotFoundError:
+      return
+   except PermissionError:
       pass
+   os.chmod(path, stat.S_IRWXU)
+   for (dir_, dirs, _) in os.walk(path):
+      for d in dirs:
+         p = os.path.join(dir_, d)
+         if (not os.path.islink(p)):
+            try:
+               os.chmod(p, stat.S_IRWXU)
+            except OSError:
+               pass
+   shutil.rmtree(path)
 
 
 def tree_size(path):

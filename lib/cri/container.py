@@ -1,6 +1,5 @@
-# Containers: created from a CRI ContainerConfig into a run specification
-# (the ch-run command and what the keeper must mount), run by the pod's
-# keeper, durable in the state directory.
+# Containers: lifecycle operations, run by the pod's keeper from the run
+# specification made at creation (cri.spec); durable in the state directory.
 
 import base64
 import os
@@ -16,15 +15,13 @@ import misc
 import cri.errors as err
 import cri.keeper_conn as kc
 import cri.sandbox as sb
+import cri.spec
 
 from cri_api.v1 import api_pb2 as pb
 
 
 ## Constants ##
 
-# Paths ch-run itself mounts from the host; a request mount there is
-# bound by ch-run (read-write only) or, for /dev, cannot be made at all.
-CHRUN_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 EXEC_OUTPUT_MAX = 16 * 2**20
 FOREVER = 10 * 365 * 86400
 KILL_WAIT = 10
@@ -36,66 +33,6 @@ log = misc.log
 
 
 ## Functions ##
-
-def env_merge(image_env, envs):
-   """Return the container's environment as "K=V" strings: the image's,
-      then the request's (a later key replaces an earlier one, in place).
-
-      >>> env_merge(["PATH=/bin", "A=1"], [pb.KeyValue(key="A", value="2"),
-      ...                                  pb.KeyValue(key="B", value="")])
-      ['PATH=/bin', 'A=2', 'B=']
-   """
-   d = dict()
-   for kv in image_env or []:
-      (k, _, v) = kv.partition("=")
-      d[k] = v
-   for (i, kv) in enumerate(envs):
-      if (not kv.key or "=" in kv.key or "\0" in kv.key + kv.value):
-         raise err.Invalid_Argument("config.envs[%d]: bad variable %r"
-                                    % (i, kv.key))
-      d[kv.key] = kv.value
-   return ["%s=%s" % kv for kv in d.items()]
-
-
-def path_check(path, field):
-   "Refuse a path that is not absolute and clean."
-   if (not path.startswith("/") or "\0" in path
-       or any(p == ".." for p in path.split("/"))):
-      raise err.Invalid_Argument("%s: must be an absolute path without "
-                                 "\"..\": %r" % (field, path))
-
-
-def db_lookup(path, key, by_name):
-   """Return the fields of the first entry of passwd/group file path whose
-      name (by_name) or ID matches key, or None."""
-   try:
-      with open(path, errors="replace") as fp:
-         for line in fp:
-            f = line.rstrip("\n").split(":")
-            if (len(f) >= 4 and f[0 if by_name else 2] == str(key)):
-               return f
-   except OSError:
-      pass
-   return None
-
-
-def signal_parse(name):
-   """Return the number of a signal given as "SIGQUIT", "QUIT" or "3";
-      SIGTERM if empty or unknown.
-
-      >>> signal_parse("SIGQUIT") == signal.SIGQUIT
-      True
-      >>> signal_parse("") == signal.SIGTERM
-      True
-   """
-   name = (name or "").upper()
-   if (name.isdigit()):
-      return int(name)
-   if (name and not name.startswith("SIG")):
-      name = "SIG" + name
-   return int(getattr(signal.Signals, name, signal.SIGTERM)) \
-      if name in signal.Signals.__members__ else int(signal.SIGTERM)
-
 
 ## Classes ##
 
@@ -209,6 +146,14 @@ class Containers:
       except err.Not_Found:
          return None
 
+   def image_user(self, image_id):
+      "Return the ID of a container using image image_id, or None."
+      with self.store.lock:
+         for c in self.store.containers.values():
+            if (c.image_id == image_id):
+               return c.id_
+      return None
+
    def of_pod(self, pod_id):
       with self.store.lock:
          return [c for c in self.store.containers.values()
@@ -227,7 +172,7 @@ class Containers:
       if (img is None):
          raise err.Not_Found("image not found: %s (pull it first)"
                              % config.image.image)
-      spec = self.spec_make(pod, config, img.id_)
+      spec = cri.spec.make(self.ch, self.images, pod, config, img.id_)
       with self.store.lock:
          for c in self.store.containers.values():
             if (c.pod_id == pod_id and c.config.metadata.name == md.name
@@ -240,13 +185,11 @@ class Containers:
                        img.id_, spec)
          self.store.containers[id_] = c
       try:
-         for d in ("upper", "work", "merged"):
-            fsutil.mkdirs(os.path.join(c.dir_, "rootfs", d))
-         fsutil.json_write_atomic(os.path.join(c.dir_, "config.json"),
-                                  { "config": sb.pb_dict(config),
-                                    "pod_id": pod_id,
-                                    "created_at": c.created_at,
-                                    "image_id": img.id_, "spec": spec })
+         self.store.dir_create("containers", id_,
+                               { "config": sb.pb_dict(config),
+                                 "pod_id": pod_id,
+                                 "created_at": c.created_at,
+                                 "image_id": img.id_, "spec": spec })
       except BaseException:
          with self.store.lock:
             del self.store.containers[id_]
@@ -254,143 +197,6 @@ class Containers:
          raise
       log.info("container %s (%s) created in pod %s", id_, md.name, pod_id)
       return id_
-
-   def spec_make(self, pod, config, image_id):
-      """Return the run specification of a container: everything StartContainer
-         and ExecSync need, resolved once from the request and the image."""
-      icfg = self.images.config(image_id).get("config") or {}
-      if (config.command):
-         argv = list(config.command) + list(config.args)
-      else:
-         argv = (list(icfg.get("Entrypoint") or [])
-                 + (list(config.args) or list(icfg.get("Cmd") or [])))
-      if (not argv):
-         raise err.Invalid_Argument("config.command: empty, and the image "
-                                    "has no ENTRYPOINT or CMD")
-      if (any("\0" in a for a in argv)):
-         raise err.Invalid_Argument("config.command/args: NUL in argument")
-      env = env_merge(icfg.get("Env"), config.envs)
-      cwd = config.working_dir or icfg.get("WorkingDir") or "/"
-      path_check(cwd, "config.working_dir")
-      root = self.ch.image_path(image_id)
-      (uid, gid) = self.user_resolve(config, icfg.get("User") or "", root)
-      log_path = ""
-      if (config.log_path and pod.config.log_directory):
-         path_check("/" + config.log_path, "config.log_path")
-         log_path = os.path.join(pod.config.log_directory, config.log_path)
-      (mounts, binds, mkpaths) = self.mounts_make(pod, config)
-      mkpaths.append((cwd, "dir"))
-      return { "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
-               "log": log_path, "tty": config.tty, "stdin": config.stdin,
-               "write": not config.linux.security_context.readonly_rootfs,
-               "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
-               "stop_signal": signal_parse(icfg.get("StopSignal")) }
-
-   def user_resolve(self, config, image_user, root):
-      """Return (uid, gid) the container runs as: the request's
-         run_as_user/run_as_username/run_as_group, else the image's USER,
-         names looked up in the image's /etc/passwd and /etc/group."""
-      sc = config.linux.security_context
-      passwd = os.path.join(root, "etc", "passwd")
-      group = os.path.join(root, "etc", "group")
-      if (sc.HasField("run_as_group") and not (sc.HasField("run_as_user")
-                                               or sc.run_as_username)):
-         raise err.Invalid_Argument("config.linux.security_context."
-                                    "run_as_group: needs run_as_user or "
-                                    "run_as_username")
-      (user, _, grp) = image_user.partition(":")
-      field = "image USER"
-      if (sc.HasField("run_as_user")):
-         (user, grp, field) = (str(sc.run_as_user.value), "",
-                               "config.linux.security_context.run_as_user")
-      elif (sc.run_as_username):
-         (user, grp, field) = (sc.run_as_username, "",
-                               "config.linux.security_context."
-                               "run_as_username")
-      uid = 0
-      gid = None
-      if (user):
-         ent = db_lookup(passwd, user, not user.isdigit())
-         if (user.isdigit()):
-            uid = int(user)
-         elif (ent is None):
-            raise err.Invalid_Argument("%s: no user %r in the image's "
-                                       "/etc/passwd" % (field, user))
-         else:
-            uid = int(ent[2])
-         if (ent is not None):
-            gid = int(ent[3])
-      if (sc.HasField("run_as_group")):
-         gid = sc.run_as_group.value
-      elif (grp):
-         if (grp.isdigit()):
-            gid = int(grp)
-         else:
-            ent = db_lookup(group, grp, True)
-            if (ent is None):
-               raise err.Invalid_Argument("image USER: no group %r in the "
-                                          "image's /etc/group" % grp)
-            gid = int(ent[2])
-      if (uid < 0 or (gid is not None and gid < 0)):
-         raise err.Invalid_Argument("%s: negative ID" % field)
-      return (uid, gid if gid is not None else 0)
-
-   def mounts_make(self, pod, config):
-      """Return (keeper mounts, ch-run binds, paths to create) for the
-         request's mounts and the pod's /etc files."""
-      mounts = []
-      binds = []
-      mkpaths = []
-      targets = set()
-      for (i, m) in enumerate(config.mounts):
-         f = "config.mounts[%d]" % i
-         path_check(m.container_path, f + ".container_path")
-         path_check(m.host_path, f + ".host_path")
-         dst = os.path.normpath(m.container_path)
-         if (m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
-            raise err.Invalid_Argument(
-               "%s.propagation: only PROPAGATION_PRIVATE is supported (the "
-               "pod's mount namespace is private)" % f)
-         if (m.recursive_read_only):
-            raise err.Invalid_Argument("%s.recursive_read_only: not "
-                                       "supported" % f)
-         if (m.HasField("image") and m.image.image):
-            raise err.Unimplemented("%s.image: image volumes are not "
-                                    "supported" % f)
-         if (m.selinux_relabel):
-            log.info("%s: SELinux relabel ignored (no SELinux)", f)
-         if (dst == "/dev" or dst.startswith("/dev/")):
-            # ch-run mounts the host's /dev; nothing can be bound in it.
-            log.warning("%s: %s skipped: Charliecloud binds the host's /dev",
-                        f, dst)
-            continue
-         if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
-            raise err.Invalid_Argument("%s.container_path: %s is mounted by "
-                                       "Charliecloud from the host" % (f, dst))
-         if (not os.path.exists(m.host_path)):
-            try:
-               os.makedirs(m.host_path, 0o755)
-            except OSError as x:
-               raise err.Invalid_Argument("%s.host_path: can't create %s: %s"
-                                          % (f, m.host_path, x.strerror))
-         targets.add(dst)
-         if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
-            if (m.readonly):
-               raise err.Invalid_Argument("%s.readonly: %s can only be "
-                                          "mounted read-write" % (f, dst))
-            binds.append((m.host_path, dst))
-            if (not dst.startswith("/tmp")):
-               mkpaths.append((dst, "dir" if os.path.isdir(m.host_path)
-                                     else "file"))
-         else:
-            mounts.append({ "src": m.host_path, "dst": dst,
-                            "ro": m.readonly })
-      for name in ("hosts", "resolv.conf", "hostname"):
-         dst = "/etc/" + name
-         if (dst not in targets):
-            binds.append((os.path.join(pod.dir_, name), dst))
-            mkpaths.append((dst, "file"))
-      return (mounts, binds, mkpaths)
 
    ## Lifecycle ##
 

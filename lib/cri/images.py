@@ -100,6 +100,7 @@ class Image_Store:
       self.by_ref = dict()   # tag or digest string -> ID
       self.pulls = dict()    # (ref string, credentials) -> Pull
       self.config_cache = dict()
+      self.in_use = lambda id_: None   # set by the server: ID -> user or None
 
    def load(self):
       """Read the index and reconcile it with the storage: entries whose
@@ -295,6 +296,11 @@ class Image_Store:
       if (img is None):
          return
       by_tag = imgref.id_parse(text) is None and "@" not in text
+      user = self.in_use(img.id_)
+      if (user is not None and not (by_tag and len(img.tags) > 1)):
+         raise err.Failed_Precondition("image sha256:%s is used by container "
+                                       "%s; remove the container first"
+                                       % (img.id_, user))
       with self.lock:
          if (img.id_ not in self.images):
             return   # removed concurrently

@@ -4,7 +4,6 @@
 import json
 import os
 import secrets
-import subprocess
 import threading
 import time
 
@@ -229,11 +228,10 @@ class Pods:
 
    def keeper_start(self, pod):
       config = pod.config
-      fsutil.mkdirs(pod.dir_)
-      fsutil.json_write_atomic(os.path.join(pod.dir_, "config.json"),
-                               { "config": pb_dict(config),
-                                 "created_at": pod.created_at,
-                                 "handler": pod.handler })
+      self.store.dir_create("pods", pod.id_,
+                            { "config": pb_dict(config),
+                              "created_at": pod.created_at,
+                              "handler": pod.handler })
       host_net = pod.host_net_p
       hostname = config.hostname or os.uname().nodename
       resolv = resolv_conf(config.dns_config)

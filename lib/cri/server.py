@@ -67,6 +67,7 @@ def serve(cfg, version, python):
    state.start()
    pods = cri.sandbox.Pods(state, ch, python)
    ctrs = cri.container.Containers(state, ch, pods, store)
+   store.in_use = ctrs.image_user
    info = { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
                               "ch_image": ch.ch_image,

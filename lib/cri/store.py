@@ -12,6 +12,7 @@ import uuid
 import fsutil
 import misc
 import cri.keeper_conn as kc
+from cri.keeper_io import ns_pids, proc_start
 
 
 ## Constants ##
@@ -36,32 +37,9 @@ log = misc.log
 
 ## Functions ##
 
-def proc_start(pid):
-   "Return the start time of process pid (clock ticks since boot) or None."
-   try:
-      with open("/proc/%d/stat" % pid, "rb") as fp:
-         stat = fp.read()
-   except (OSError, TypeError):
-      return None
-   return int(stat[stat.rindex(b")") + 2:].split()[19])
-
-
 def alive_p(pid, start):
    "Return True if pid is running and is the process that started at start."
    return pid is not None and start is not None and proc_start(pid) == start
-
-
-def ns_pids(ns):
-   "Return the PIDs whose mount namespace link reads ns."
-   out = []
-   for d in os.listdir("/proc"):
-      if (d.isdigit()):
-         try:
-            if (os.readlink("/proc/%s/ns/mnt" % d) == ns):
-               out.append(int(d))
-         except OSError:
-            pass
-   return out
 
 
 ## Classes ##
@@ -131,6 +109,21 @@ class Store:
       log.error("unreadable %s %s (%s); moved to %s", kind[:-1], id_, why,
                 dst)
       os.rename(self.path(kind, id_), dst)
+
+   def dir_create(self, kind, id_, config):
+      """Create directory kind/id_ holding config.json with config, all at
+         once: built in the trash (emptied at start-up) and renamed into
+         place, so a crash never leaves a half-made pod or container."""
+      tmp = self.path("trash", "new-%s-%s" % (kind, id_))
+      fsutil.mkdirs(tmp)
+      fsutil.json_write_atomic(os.path.join(tmp, "config.json"), config)
+      if (kind == "containers"):
+         for d in ("upper", "work", "merged"):
+            fsutil.mkdirs(os.path.join(tmp, "rootfs", d))
+      dst = self.path(kind, id_)
+      os.rename(tmp, dst)
+      fsutil.dir_fsync(self.path(kind))
+      return dst
 
    def dir_remove(self, path):
       """Remove directory path: one rename into the trash (so a crash

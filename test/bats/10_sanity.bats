@@ -107,6 +107,14 @@ teardown () {
    [[ -f ${scratch}/plain ]]
 }
 
+@test 'Makefile.am installs every library module' {
+   scope quick
+   cd "$top"
+   for f in lib/*.py lib/cri/*.py; do
+      grep -qF "$f" Makefile.am || { echo "not in Makefile.am: ${f}"; false; }
+   done
+}
+
 @test 'shellcheck' {
    scope quick
    command -v shellcheck >/dev/null && ok=yes || ok=no

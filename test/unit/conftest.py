@@ -19,7 +19,10 @@ sys.path.insert(0, HERE)
 import grpc  # noqa: E402
 import cri.config  # noqa: E402
 import cri.images  # noqa: E402
-import cri.runtime  # noqa: E402
+import cri.container
+import cri.runtime
+import cri.sandbox
+import cri.store  # noqa: E402
 import fake_charlie  # noqa: E402
 import fsutil  # noqa: E402
 
@@ -72,9 +75,16 @@ class Served:
       self.server = grpc.server(
          concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS),
          interceptors=[self.calls])
+      # Pods and containers over real state; the fake adapter cannot start
+      # keepers, so only requests that never reach one work here.
+      self.state_store = cri.store.Store(self.state)
+      self.pods = cri.sandbox.Pods(self.state_store, self.ch, sys.executable)
+      self.ctrs = cri.container.Containers(self.state_store, self.ch,
+                                           self.pods, self.store)
       pb_grpc.add_RuntimeServiceServicer_to_server(
          cri.runtime.Runtime_Servicer(RUNTIME_VERSION, cgroup_driver,
-                                      { "unit": True, "root": root }),
+                                      { "unit": True, "root": root },
+                                      self.pods, self.ctrs),
          self.server)
       pb_grpc.add_ImageServiceServicer_to_server(
          cri.images.Image_Servicer(self.store), self.server)

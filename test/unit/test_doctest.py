@@ -11,7 +11,8 @@ import pytest
 # module -> whether it has doctests (a module losing all of its examples
 # is worth noticing)
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
-            "cri.config": True, "cri.images": True }
+            "cri.config": True, "cri.images": True, "cri.container": False,
+            "cri.sandbox": True, "cri.spec": True }
 
 
 ## Tests ##

@@ -16,7 +16,13 @@ from conftest import RPC_TIMEOUT, RUNTIME_VERSION
 ## Constants ##
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RuntimeService"]
-IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig" }
+IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
+                "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox",
+                "PodSandboxStatus", "ListPodSandbox", "CreateContainer",
+                "StartContainer", "StopContainer", "RemoveContainer",
+                "ListContainers", "ContainerStatus",
+                "UpdateContainerResources", "ReopenContainerLog",
+                "ExecSync" }
 
 
 ## Functions ##
@@ -109,17 +115,45 @@ def test_get_container_events_streaming(serve):
    assert "GetContainerEvents" in ei.value.details()
 
 
-def test_pending_with_arguments(serve):
+def test_pod_and_container_bad_input(serve):
    s = serve()
    req = pb.RunPodSandboxRequest()
    req.config.metadata.name = "p"
    req.config.metadata.namespace = "default"
    with pytest.raises(grpc.RpcError) as ei:
       s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT)
-   assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+   assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+   assert ei.value.details() == "config.metadata.uid: empty"
+   req.config.metadata.uid = "u"
+   req.runtime_handler = "kata"
+   with pytest.raises(grpc.RpcError) as ei:
+      s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT)
+   assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+   assert "runtime handler 'kata'" in ei.value.details()
    with pytest.raises(grpc.RpcError) as ei:
       s.runtime.ExecSync(pb.ExecSyncRequest(container_id="c", cmd=["true"],
                                             timeout=1),
                          timeout=RPC_TIMEOUT)
-   assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
-   assert "ExecSync" in ei.value.details()
+   assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+   assert "container not found: c" in ei.value.details()
+   with pytest.raises(grpc.RpcError) as ei:
+      s.runtime.ContainerStatus(pb.ContainerStatusRequest(), timeout=RPC_TIMEOUT)
+   assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+   assert ei.value.details() == "container_id: empty"
+   with pytest.raises(grpc.RpcError) as ei:
+      s.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id="x"),
+                                timeout=RPC_TIMEOUT)
+   assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+   # Stop and remove of what is missing succeed (CRI idempotence).
+   s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id="x"),
+                            timeout=RPC_TIMEOUT)
+   s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id="x"),
+                              timeout=RPC_TIMEOUT)
+   s.runtime.StopContainer(pb.StopContainerRequest(container_id="x"),
+                           timeout=RPC_TIMEOUT)
+   s.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id="x"),
+                             timeout=RPC_TIMEOUT)
+   assert not s.runtime.ListContainers(pb.ListContainersRequest(),
+                                       timeout=RPC_TIMEOUT).containers
+   assert not s.runtime.ListPodSandbox(pb.ListPodSandboxRequest(),
+                                       timeout=RPC_TIMEOUT).items

@@ -1,0 +1,197 @@
+# Helpers of the per-pod keeper (keeper.py): CRI log files, atomic state
+# files, /proc and mount helpers. Standard library only, like the keeper.
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+
+## Constants ##
+
+IFF_UP = 0x1
+LOG_LINE_MAX = 16 * 1024     # longer lines are split into "P" records
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+VERSION = 1
+
+
+## Functions ##
+
+def file_write_atomic(path, data):
+   tmp = "%s.tmp.%d" % (path, os.getpid())
+   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+   try:
+      os.write(fd, data)
+      os.fsync(fd)
+   finally:
+      os.close(fd)
+   os.rename(tmp, path)
+   dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+   try:
+      os.fsync(dfd)
+   finally:
+      os.close(dfd)
+
+
+def json_write(path, obj):
+   obj = dict(obj, version=VERSION)
+   file_write_atomic(path, json.dumps(obj, sort_keys=True).encode())
+
+
+def lo_up():
+   "Bring the loopback interface of our network namespace up."
+   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+   try:
+      ifr = struct.pack("16sh", b"lo", 0)
+      flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+      fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+   finally:
+      s.close()
+
+
+def log_ts():
+   "Return the current time in RFC 3339 with nanoseconds, as CRI logs want."
+   ns = time.time_ns()
+   return "%s.%09dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S",
+                                      time.gmtime(ns // 10**9)), ns % 10**9)
+
+
+def mntns_of(pid):
+   try:
+      return os.readlink("/proc/%d/ns/mnt" % pid)
+   except OSError:
+      return None
+
+
+def path_in_root(root, path):
+   """Return path (absolute, inside the container) resolved under root
+      without leaving it: symlinks in the image are followed as the
+      container would see them. Components that do not exist yet are kept
+      as they are."""
+   parts = [p for p in path.split("/") if p not in ("", ".")]
+   out = []
+   hops = 0
+   while parts:
+      p = parts.pop(0)
+      if (p == ".."):
+         if (out):
+            out.pop()
+         continue
+      cand = os.path.join(root, *out, p)
+      if (os.path.islink(cand)):
+         hops += 1
+         if (hops > 40):
+            raise OSError(errno.ELOOP, "too many symlinks", path)
+         target = os.readlink(cand)
+         if (target.startswith("/")):
+            out = []
+         parts = [t for t in target.split("/") if t not in ("", ".")] + parts
+         continue
+      out.append(p)
+   return os.path.join(root, *out)
+
+
+def proc_start(pid):
+   "Return the start time of process pid (clock ticks since boot) or None."
+   try:
+      with open("/proc/%d/stat" % pid, "rb") as fp:
+         stat = fp.read()
+   except OSError:
+      return None
+   return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def run(argv):
+   "Run a helper command (mount, umount) and wait; raise on failure."
+   pid = os.posix_spawnp(argv[0], argv, {"PATH": "/usr/bin:/bin:/usr/sbin:"
+                                                 "/sbin", "LANG": "C"})
+   (_, st) = os.waitpid(pid, 0)
+   if (os.waitstatus_to_exitcode(st) != 0):
+      raise OSError("%s failed (%d)" % (" ".join(argv[:4]),
+                                        os.waitstatus_to_exitcode(st)))
+
+
+def exit_code_of(status):
+   c = os.waitstatus_to_exitcode(status)
+   return (128 - c, -c) if c < 0 else (c, 0)
+
+
+def mounted_p(path):
+   with open("/proc/self/mountinfo") as fp:
+      return any(l.split()[4] == path for l in fp)
+
+
+
+
+
+
+
+def ns_pids(ns):
+   "Return the PIDs whose mount namespace is ns (the container's)."
+   out = []
+   for d in os.listdir("/proc"):
+      if (d.isdigit() and int(d) != os.getpid() and mntns_of(int(d)) == ns):
+         out.append(int(d))
+   return out
+
+
+## Classes ##
+
+class Log:
+   """A CRI log file: "TIMESTAMP STREAM TAG CONTENT" lines, TAG F for a
+      whole line and P for a piece of a line longer than LOG_LINE_MAX."""
+
+   def __init__(self, path):
+      self.path = path
+      self.fd = None
+      self.partial = { "stdout": b"", "stderr": b"" }
+      self.open()
+
+   def open(self):
+      if (not self.path):
+         return
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                   | os.O_CLOEXEC, 0o640)
+
+   def close(self):
+      if (self.fd is not None):
+         os.close(self.fd)
+         self.fd = None
+
+   def reopen(self):
+      self.close()
+      self.open()
+
+   def feed(self, stream, data, eof=False):
+      buf = self.partial[stream] + data
+      ts = log_ts().encode()
+      head = b"%s %s " % (ts, stream.encode())
+      out = []
+      while True:
+         i = buf.find(b"\n")
+         if (i < 0 or i > LOG_LINE_MAX):
+            if (len(buf) > LOG_LINE_MAX):
+               out.append(head + b"P " + buf[:LOG_LINE_MAX] + b"\n")
+               buf = buf[LOG_LINE_MAX:]
+               continue
+            break
+         line = buf[:i]
+         if (line.endswith(b"\r")):
+            line = line[:-1]
+         out.append(head + b"F " + line + b"\n")
+         buf = buf[i+1:]
+      if (eof and buf):
+         out.append(head + b"F " + buf + b"\n")
+         buf = b""
+      self.partial[stream] = buf
+      if (out and self.fd is not None):
+         try:
+            os.write(self.fd, b"".join(out))
+         except OSError as x:
+            sys.stderr.write("keeper: log %s: %s\n" % (self.path, x))

@@ -1,0 +1,254 @@
+# Container run specifications: everything StartContainer and ExecSync
+# need, resolved once at CreateContainer from the request and the image.
+
+import os
+import signal
+
+import misc
+import cri.errors as err
+
+from cri_api.v1 import api_pb2 as pb
+
+
+## Constants ##
+
+# Paths ch-run itself mounts from the host; a request mount there is
+# bound by ch-run (read-write only) or, for /dev, cannot be made at all.
+CHRUN_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Functions ##
+
+def env_merge(image_env, envs):
+   """Return the container's environment as "K=V" strings: the image's,
+      then the request's (a later key replaces an earlier one, in place).
+
+      >>> env_merge(["PATH=/bin", "A=1"], [pb.KeyValue(key="A", value="2"),
+      ...                                  pb.KeyValue(key="B", value="")])
+      ['PATH=/bin', 'A=2', 'B=']
+   """
+   d = dict()
+   for kv in image_env or []:
+      (k, _, v) = kv.partition("=")
+      d[k] = v
+   for (i, kv) in enumerate(envs):
+      if (not kv.key or "=" in kv.key or "\0" in kv.key + kv.value):
+         raise err.Invalid_Argument("config.envs[%d]: bad variable %r"
+                                    % (i, kv.key))
+      d[kv.key] = kv.value
+   return ["%s=%s" % kv for kv in d.items()]
+
+
+def path_check(path, field):
+   "Refuse a path that is not absolute and clean."
+   if (not path.startswith("/") or "\0" in path
+       or any(p == ".." for p in path.split("/"))):
+      raise err.Invalid_Argument("%s: must be an absolute path without "
+                                 "\"..\": %r" % (field, path))
+
+
+def db_lookup(path, key, by_name):
+   """Return the fields of the first entry of passwd/group file path whose
+      name (by_name) or ID matches key, or None."""
+   try:
+      with open(path, errors="replace") as fp:
+         for line in fp:
+            f = line.rstrip("\n").split(":")
+            if (len(f) >= 4 and f[0 if by_name else 2] == str(key)):
+               return f
+   except OSError:
+      pass
+   return None
+
+
+def security_unapplied(config):
+   """Return the names of the security and resource fields set in config
+      that ch-cri does not apply yet, so they can be logged rather than
+      silently dropped."""
+   sc = config.linux.security_context
+   out = []
+   for f in ("privileged", "no_new_privs"):
+      if (getattr(sc, f)):
+         out.append("security_context." + f)
+   if (sc.capabilities.add_capabilities or sc.capabilities.drop_capabilities
+       or sc.capabilities.add_ambient_capabilities):
+      out.append("security_context.capabilities")
+   for f in ("seccomp", "apparmor", "selinux_options"):
+      if (sc.HasField(f)):
+         out.append("security_context." + f)
+   for f in ("masked_paths", "readonly_paths", "supplemental_groups"):
+      if (getattr(sc, f)):
+         out.append("security_context." + f)
+   r = config.linux.resources
+   if (r.memory_limit_in_bytes or r.cpu_quota or r.cpu_shares
+       or r.cpuset_cpus):
+      out.append("resources")
+   return out
+
+
+def signal_parse(name):
+   """Return the number of a signal given as "SIGQUIT", "QUIT" or "3";
+      SIGTERM if empty or unknown.
+
+      >>> signal_parse("SIGQUIT") == signal.SIGQUIT
+      True
+      >>> signal_parse("") == signal.SIGTERM
+      True
+   """
+   name = (name or "").upper()
+   if (name.isdigit()):
+      return int(name)
+   if (name and not name.startswith("SIG")):
+      name = "SIG" + name
+   return int(getattr(signal.Signals, name, signal.SIGTERM)) \
+      if name in signal.Signals.__members__ else int(signal.SIGTERM)
+
+
+def make(ch, images, pod, config, image_id):
+   """Return the run specification of a container: everything StartContainer
+      and ExecSync need, resolved once from the request and the image."""
+   icfg = images.config(image_id).get("config") or {}
+   if (config.command):
+      argv = list(config.command) + list(config.args)
+   else:
+      argv = (list(icfg.get("Entrypoint") or [])
+              + (list(config.args) or list(icfg.get("Cmd") or [])))
+   if (not argv):
+      raise err.Invalid_Argument("config.command: empty, and the image "
+                                 "has no ENTRYPOINT or CMD")
+   if (any("\0" in a for a in argv)):
+      raise err.Invalid_Argument("config.command/args: NUL in argument")
+   env = env_merge(icfg.get("Env"), config.envs)
+   cwd = config.working_dir or icfg.get("WorkingDir") or "/"
+   path_check(cwd, "config.working_dir")
+   root = ch.image_path(image_id)
+   (uid, gid) = user_resolve(config, icfg.get("User") or "", root)
+   log_path = ""
+   if (config.log_path and pod.config.log_directory):
+      path_check("/" + config.log_path, "config.log_path")
+      log_path = os.path.join(pod.config.log_directory, config.log_path)
+   (mounts, binds, mkpaths) = mounts_make(pod, config)
+   mkpaths.append((cwd, "dir"))
+   unapplied = security_unapplied(config)
+   if (unapplied):
+      log.warning("container %s: not applied (see ch-cri(1), "
+                  "Limitations): %s", config.metadata.name,
+                  ", ".join(unapplied))
+   return { "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
+            "log": log_path, "tty": config.tty, "stdin": config.stdin,
+            "write": not config.linux.security_context.readonly_rootfs,
+            "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
+            "stop_signal": signal_parse(icfg.get("StopSignal")) }
+
+
+def user_resolve(config, image_user, root):
+   """Return (uid, gid) the container runs as: the request's
+      run_as_user/run_as_username/run_as_group, else the image's USER,
+      names looked up in the image's /etc/passwd and /etc/group."""
+   sc = config.linux.security_context
+   passwd = os.path.join(root, "etc", "passwd")
+   group = os.path.join(root, "etc", "group")
+   if (sc.HasField("run_as_group") and not (sc.HasField("run_as_user")
+                                            or sc.run_as_username)):
+      raise err.Invalid_Argument("config.linux.security_context."
+                                 "run_as_group: needs run_as_user or "
+                                 "run_as_username")
+   (user, _, grp) = image_user.partition(":")
+   field = "image USER"
+   if (sc.HasField("run_as_user")):
+      (user, grp, field) = (str(sc.run_as_user.value), "",
+                            "config.linux.security_context.run_as_user")
+   elif (sc.run_as_username):
+      (user, grp, field) = (sc.run_as_username, "",
+                            "config.linux.security_context."
+                            "run_as_username")
+   uid = 0
+   gid = None
+   if (user):
+      ent = db_lookup(passwd, user, not user.isdigit())
+      if (user.isdigit()):
+         uid = int(user)
+      elif (ent is None):
+         raise err.Invalid_Argument("%s: no user %r in the image's "
+                                    "/etc/passwd" % (field, user))
+      else:
+         uid = int(ent[2])
+      if (ent is not None):
+         gid = int(ent[3])
+   if (sc.HasField("run_as_group")):
+      gid = sc.run_as_group.value
+   elif (grp):
+      if (grp.isdigit()):
+         gid = int(grp)
+      else:
+         ent = db_lookup(group, grp, True)
+         if (ent is None):
+            raise err.Invalid_Argument("image USER: no group %r in the "
+                                       "image's /etc/group" % grp)
+         gid = int(ent[2])
+   if (uid < 0 or (gid is not None and gid < 0)):
+      raise err.Invalid_Argument("%s: negative ID" % field)
+   return (uid, gid if gid is not None else 0)
+
+
+def mounts_make(pod, config):
+   """Return (keeper mounts, ch-run binds, paths to create) for the
+      request's mounts and the pod's /etc files."""
+   mounts = []
+   binds = []
+   mkpaths = []
+   targets = set()
+   for (i, m) in enumerate(config.mounts):
+      f = "config.mounts[%d]" % i
+      path_check(m.container_path, f + ".container_path")
+      path_check(m.host_path, f + ".host_path")
+      dst = os.path.normpath(m.container_path)
+      if (m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
+         raise err.Invalid_Argument(
+            "%s.propagation: only PROPAGATION_PRIVATE is supported (the "
+            "pod's mount namespace is private)" % f)
+      if (m.recursive_read_only):
+         raise err.Invalid_Argument("%s.recursive_read_only: not "
+                                    "supported" % f)
+      if (m.HasField("image") and m.image.image):
+         raise err.Unimplemented("%s.image: image volumes are not "
+                                 "supported" % f)
+      if (m.selinux_relabel):
+         log.info("%s: SELinux relabel ignored (no SELinux)", f)
+      if (dst == "/dev" or dst.startswith("/dev/")):
+         # ch-run mounts the host's /dev; nothing can be bound in it.
+         log.warning("%s: %s skipped: Charliecloud binds the host's /dev",
+                     f, dst)
+         continue
+      if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
+         raise err.Invalid_Argument("%s.container_path: %s is mounted by "
+                                    "Charliecloud from the host" % (f, dst))
+      if (not os.path.exists(m.host_path)):
+         try:
+            os.makedirs(m.host_path, 0o755)
+         except OSError as x:
+            raise err.Invalid_Argument("%s.host_path: can't create %s: %s"
+                                       % (f, m.host_path, x.strerror))
+      targets.add(dst)
+      if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
+         if (m.readonly):
+            raise err.Invalid_Argument("%s.readonly: %s can only be "
+                                       "mounted read-write" % (f, dst))
+         binds.append((m.host_path, dst))
+         if (not dst.startswith("/tmp")):
+            mkpaths.append((dst, "dir" if os.path.isdir(m.host_path)
+                                  else "file"))
+      else:
+         mounts.append({ "src": m.host_path, "dst": dst,
+                         "ro": m.readonly })
+   for name in ("hosts", "resolv.conf", "hostname"):
+      dst = "/etc/" + name
+      if (dst not in targets):
+         binds.append((os.path.join(pod.dir_, name), dst))
+         mkpaths.append((dst, "file"))
+   return (mounts, binds, mkpaths)

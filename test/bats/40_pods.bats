@@ -1,0 +1,170 @@
+# Pods and containers through crictl against the live ch-cri at
+# $CH_CRI_TEST_SOCKET (run as root and as $CH_CRI_TEST_SERVER_USER).
+
+load ../common
+
+setup () {
+   scope standard
+   [[ -S ${CH_CRI_TEST_SOCKET:-} ]] && ok=yes || ok=no
+   prereq_or_skip 'live ch-cri ($CH_CRI_TEST_SOCKET)' "$ok"
+   sock=$CH_CRI_TEST_SOCKET
+   # Log directories must be writable by the server's user.
+   work=$(mktemp -d /tmp/ch-cri-pods.XXXXXX)
+   chmod 755 "$work"
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+   crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
+}
+
+teardown () {
+   for p in $(crictl pods -q --label ch-cri-test=pods 2>/dev/null); do
+      crictl stopp "$p" > /dev/null 2>&1 || true
+      crictl rmp "$p" > /dev/null 2>&1 || true
+   done
+   rm -rf "$work"
+}
+
+crictl () {
+   crictl_ "$sock" "$@"
+}
+
+pod_json () {  # name [hostNetwork]
+   local net=0   # NamespaceMode: 0 POD, 2 NODE
+   [[ -n ${2:-} ]] && net=2
+   cat <<EOF
+{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
+ "hostname": "$1-host", "log_directory": "${work}/logs/$1",
+ "labels": {"ch-cri-test": "pods"},
+ "dns_config": {"servers": ["10.0.0.10"], "searches": ["svc.test"]},
+ "linux": {"security_context": {"namespace_options": {"network": $net}}}}
+EOF
+}
+
+ctr_json () {  # name command...
+   local name=$1; shift
+   local cmd
+   cmd=$(printf '"%s",' "$@")
+   cat <<EOF
+{"metadata": {"name": "$name"},
+ "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": [${cmd%,}], "log_path": "${name}.log",
+ "envs": [{"key": "GREETING", "value": "hello from ${name}"}],
+ "labels": {"ch-cri-test": "pods"}, "linux": {}}
+EOF
+}
+
+@test 'crictl runp, create, start, ps, inspect, logs, exec, stop, rm, stopp, rmp' {
+   pod_json p1 > "${work}/pod.json"
+   ctr_json c1 sh -c 'echo $GREETING; hostname; while :; do echo tick; sleep 0.2; done' > "${work}/c1.json"
+   pod=$(crictl runp "${work}/pod.json")
+   [[ $(crictl inspectp "$pod" | jq -r .status.state) == SANDBOX_READY ]]
+   ctr=$(crictl create "$pod" "${work}/c1.json" "${work}/pod.json")
+   [[ $(crictl inspect "$ctr" | jq -r .status.state) == CONTAINER_CREATED ]]
+   crictl start "$ctr"
+   [[ $(crictl inspect "$ctr" | jq -r .status.state) == CONTAINER_RUNNING ]]
+   run crictl ps -q --name c1
+   [[ $output == "$ctr" ]]
+   # logs, in CRI format on disk
+   sleep 1
+   run crictl logs "$ctr"
+   echo "$output"
+   [[ ${lines[0]} == 'hello from c1' ]]
+   [[ ${lines[1]} == 'p1-host' ]]
+   [[ ${lines[2]} == 'tick' ]]
+   grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{9}Z stdout F hello from c1$' \
+        "${work}/logs/p1/c1.log"
+   # logs -f follows while the container runs
+   run timeout 2 "$CRICTL" --runtime-endpoint "unix://${sock}" \
+                           --image-endpoint "unix://${sock}" logs -f "$ctr"
+   [[ $(grep -c tick <<< "$output") -gt 8 ]]
+   # exec -s sees the container's files, environment, hostname and DNS
+   run crictl exec -s "$ctr" sh -c 'echo $GREETING; hostname; cat /etc/resolv.conf'
+   echo "$output"
+   [[ $status -eq 0 ]]
+   [[ ${lines[0]} == 'hello from c1' ]]
+   [[ ${lines[1]} == 'p1-host' ]]
+   [[ ${lines[2]} == 'nameserver 10.0.0.10' ]]
+   run crictl exec -s "$ctr" sh -c 'exit 3'
+   [[ $output == *'exited with 3'* ]]
+   # stop, with a grace period; the shell dies of SIGTERM
+   crictl stop --timeout 10 "$ctr"
+   run crictl inspect "$ctr"
+   [[ $(jq -r .status.state <<< "$output") == CONTAINER_EXITED ]]
+   [[ $(jq -r .status.exitCode <<< "$output") == 143 ]]
+   [[ $(jq -r .status.reason <<< "$output") == Error ]]
+   crictl rm "$ctr"
+   run crictl inspect "$ctr"
+   [[ $status -ne 0 ]]
+   crictl stopp "$pod"
+   [[ $(crictl inspectp "$pod" | jq -r .status.state) == SANDBOX_NOTREADY ]]
+   crictl rmp "$pod"
+   run crictl inspectp "$pod"
+   [[ $status -ne 0 ]]
+}
+
+@test 'container exit code, reason Completed, writable root, image untouched' {
+   pod_json p2 > "${work}/pod.json"
+   ctr_json c2 sh -c 'echo data > /new-file && cat /new-file' > "${work}/c2.json"
+   ctr_json c3 sh -c 'cat /new-file; exit 5' > "${work}/c3.json"
+   pod=$(crictl runp "${work}/pod.json")
+   c2=$(crictl create "$pod" "${work}/c2.json" "${work}/pod.json")
+   c3=$(crictl create "$pod" "${work}/c3.json" "${work}/pod.json")
+   crictl start "$c2"
+   for (( i = 0; i < 50; i++ )); do
+      [[ $(crictl inspect "$c2" | jq -r .status.state) == CONTAINER_EXITED ]] && break
+      sleep 0.1
+   done
+   run crictl inspect "$c2"
+   [[ $(jq -r .status.exitCode <<< "$output") == 0 ]]
+   [[ $(jq -r .status.reason <<< "$output") == Completed ]]
+   [[ $(crictl logs "$c2") == data ]]
+   # Each container has its own writable layer: c3 does not see c2's file.
+   crictl start "$c3"
+   for (( i = 0; i < 50; i++ )); do
+      [[ $(crictl inspect "$c3" | jq -r .status.state) == CONTAINER_EXITED ]] && break
+      sleep 0.1
+   done
+   [[ $(crictl inspect "$c3" | jq -r .status.exitCode) == 5 ]]
+   run crictl logs "$c3"
+   [[ $output == *'No such file'* ]]
+}
+
+@test 'bad requests get precise errors' {
+   pod_json p3 > "${work}/pod.json"
+   pod=$(crictl runp "${work}/pod.json")
+   run crictl runp "${work}/pod.json"
+   [[ $output == *'code = AlreadyExists'* ]]
+   run crictl start 0123456789abcdef
+   [[ $output == *'code = NotFound'* ]]
+   run crictl exec -s 0123456789abcdef true
+   [[ $output == *'code = NotFound'* ]]
+   ctr_json c4 true > "${work}/c4.json"
+   jq '.image.image = "no-such-image:1"' "${work}/c4.json" > "${work}/c5.json"
+   run crictl create "$pod" "${work}/c5.json" "${work}/pod.json"
+   [[ $output == *'code = NotFound'*'image not found'* ]]
+   jq '.mounts = [{"container_path": "../x", "host_path": "/tmp"}]' \
+      "${work}/c4.json" > "${work}/c6.json"
+   run crictl create "$pod" "${work}/c6.json" "${work}/pod.json"
+   echo "$output"
+   [[ $output == *'code = InvalidArgument'*'config.mounts[0].container_path'* ]]
+   ctr=$(crictl create "$pod" "${work}/c4.json" "${work}/pod.json")
+   run crictl exec -s "$ctr" true
+   [[ $output == *'code = FailedPrecondition'*'not running'* ]]
+   # Stopping what is not there succeeds (CRI idempotence; crictl itself
+   # looks rm and rmp targets up first, critest checks those).
+   crictl stopp 0123456789abcdef0123456789abcdef
+   crictl stop 0123456789abcdef0123456789abcdef
+}
+
+@test 'ExecSync timeout kills only the exec' {
+   pod_json p4 > "${work}/pod.json"
+   ctr_json c7 sleep 1000 > "${work}/c7.json"
+   pod=$(crictl runp "${work}/pod.json")
+   ctr=$(crictl create "$pod" "${work}/c7.json" "${work}/pod.json")
+   crictl start "$ctr"
+   run crictl exec -s --timeout 1 "$ctr" sleep 4321
+   echo "$output"
+   [[ $output == *'code = DeadlineExceeded'* ]]
+   ! pgrep -f 'sleep 4321'
+   [[ $(crictl inspect "$ctr" | jq -r .status.state) == CONTAINER_RUNNING ]]
+}
