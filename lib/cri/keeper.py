@@ -25,6 +25,17 @@
 #   wait id timeout       -> exited: reply when the container has exited
 #   exec id argv env timeout max
 #                         -> exit_code stdout stderr (base64) timed_out
+#   exec_stream id argv env tty stdin
+#                         -> pid, names; with the exec's stdio passed as
+#                            file descriptors (SCM_RIGHTS) in that order
+#                            ("tty" | "stdin", "stdout", "stderr"); a
+#                            second line, exit_code, when it exits
+#   attach id stdin       -> names and fds as above: a dup of the
+#                            container's stdin, and a socket per output
+#                            stream copying what the container writes;
+#                            a second line, exit_code, when it exits
+#   portforward port      -> a socket connected to 127.0.0.1:port (or
+#                            [::1]) in the pod's network namespace
 #   reopen id             reopen the container's log file
 #   remove id             unmount the container's rootfs and forget it
 #   events                this connection becomes a stream of
@@ -81,6 +92,8 @@ class Container:
       self.stdin_w = None
       self.log = None
       self.merged = None
+      self.attached = []      # (stream name, socket) copies of output
+      self.exit_conns = []    # Conns told the exit code (attach)
 
    @property
    def pid(self):
@@ -111,9 +124,13 @@ class Conn:
       if (self in subscribers):
          subscribers.remove(self)
 
-   def send(self, obj):
+   def send(self, obj, fds=()):
+      data = json.dumps(obj).encode() + b"\n"
       try:
-         self.sock.sendall(json.dumps(obj).encode() + b"\n")
+         if (fds):
+            n = socket.send_fds(self.sock, [data], list(fds))
+            data = data[n:]
+         self.sock.sendall(data)
          return True
       except OSError:
          self.close()
@@ -336,6 +353,100 @@ def op_exec(conn, req):
    return None
 
 
+def stdio_make(tty, stdin):
+   """Return (file actions for a child, fds to pass, their names, fds to
+      close once the child is spawned) for an exec's stdio."""
+   if (tty):
+      (master, slave) = os.openpty()
+      fa = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
+      return (fa, [master], ["tty"], [slave, master])
+   fa = []
+   fds = []
+   names = []
+   closers = []
+   if (stdin):
+      (r, w) = os.pipe()
+      fa.append((os.POSIX_SPAWN_DUP2, r, 0))
+      fds.append(w)
+      names.append("stdin")
+      closers += [r, w]
+   else:
+      fa.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
+   for (n, name) in ((1, "stdout"), (2, "stderr")):
+      (r, w) = os.pipe()
+      fa.append((os.POSIX_SPAWN_DUP2, w, n))
+      fds.append(r)
+      names.append(name)
+      closers += [r, w]
+   return (fa, fds, names, closers)
+
+
+def op_exec_stream(conn, req):
+   c = container_get(req["id"])
+   if (c.pid is None or c.exited_p()):
+      raise ValueError("container not running: %s" % c.id_)
+   tty = bool(req.get("tty"))
+   (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
+   pre = ["setsid", "-c"] if tty else ["setsid"]
+   try:
+      pid = os.posix_spawnp("setsid", pre + req["argv"], req["env"],
+                            file_actions=fa)
+      pidfd = os.pidfd_open(pid)
+      conn.send({ "ok": True, "pid": pid, "names": names }, fds)
+   finally:
+      for fd in closers:
+         os.close(fd)
+   sel.register(pidfd, selectors.EVENT_READ, ("stream-exit",
+                                              (conn, pid, pidfd)))
+   return None
+
+
+def op_attach(conn, req):
+   c = container_get(req["id"])
+   if (c.pid is None or c.exited_p()):
+      raise ValueError("container not running: %s" % c.id_)
+   fds = []
+   names = []
+   if (req.get("stdin") and c.stdin_w is not None):
+      fds.append(os.dup(c.stdin_w))
+      names.append("stdin")
+   for stream in sorted(set(c.outs.values())):
+      (mine, theirs) = socket.socketpair()
+      mine.setblocking(False)
+      mine.shutdown(socket.SHUT_RD)
+      c.attached.append((stream, mine))
+      fds.append(theirs.detach())
+      names.append(stream)
+   try:
+      conn.send({ "ok": True, "names": names }, fds)
+   finally:
+      for fd in fds:
+         os.close(fd)
+   c.exit_conns.append(conn)
+   return None
+
+
+def op_portforward(conn, req):
+   port = int(req["port"])
+   if (not 0 < port < 65536):
+      raise ValueError("port out of range: %d" % port)
+   try:
+      s = socket.create_connection(("127.0.0.1", port), timeout=5)
+   except OSError:
+      try:
+         s = socket.create_connection(("::1", port), timeout=5)
+      except OSError as x:
+         raise OSError("can't connect to port %d in the pod: %s"
+                       % (port, x.strerror))
+   s.settimeout(None)
+   fd = s.detach()
+   try:
+      conn.send({ "ok": True, "names": ["socket"] }, [fd])
+   finally:
+      os.close(fd)
+   return None
+
+
 def op_reopen(conn, req):
    c = container_get(req["id"])
    if (c.log is None):
@@ -391,7 +502,9 @@ def container_get(id_):
 
 
 OPS = { "hello": op_hello, "start": op_start, "signal": op_signal,
-        "wait": op_wait, "exec": op_exec, "reopen": op_reopen,
+        "wait": op_wait, "exec": op_exec, "exec_stream": op_exec_stream,
+        "attach": op_attach, "portforward": op_portforward,
+        "reopen": op_reopen,
         "remove": op_remove, "events": op_events, "shutdown": op_shutdown }
 
 
@@ -418,6 +531,12 @@ def on_exit(c):
             pass
    for s in list(subscribers):
       s.send({ "ev": "exit", "id": c.id_, "status": c.status })
+   for (_, sock) in c.attached:
+      sock.close()
+   c.attached = []
+   for ec in c.exit_conns:
+      ec.send({ "ok": True, "exit_code": code })
+   c.exit_conns = []
    for w in [w for w in waiters if w[2] == c.id_]:
       waiters.remove(w)
       w[1].send({ "ok": True, "exited": True, "status": c.status })
@@ -440,6 +559,15 @@ def drain(c, fd):
          del c.outs[fd]
          return
       c.log.feed(stream, data)
+      for (name, sock) in list(c.attached):
+         if (name == stream):
+            try:
+               sock.send(data)
+            except BlockingIOError:
+               pass   # a slow attached client misses output, the log not
+            except OSError:
+               sock.close()
+               c.attached.remove((name, sock))
 
 
 def on_request(conn):
@@ -493,6 +621,12 @@ def loop_once(timeout):
          obj.read(key.fd)
       elif (kind == "exec-exit"):
          obj.finish()
+      elif (kind == "stream-exit"):
+         (conn, pid, pidfd) = obj
+         sel.unregister(pidfd)
+         os.close(pidfd)
+         (_, st) = os.waitpid(pid, 0)
+         conn.send({ "ok": True, "exit_code": exit_code_of(st)[0] })
 
 
 def main():

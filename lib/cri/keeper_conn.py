@@ -2,6 +2,7 @@
 # connection, and event streams.
 
 import json
+import os
 import socket
 import time
 
@@ -70,6 +71,41 @@ def call(sock_path, op, limit=30, **args):
    if (not res.get("ok")):
       raise Keeper_Error(res.get("error", "keeper refused %s" % op))
    return res
+
+
+def stream_open(sock_path, op, **args):
+   """Send a request whose reply passes file descriptors (exec_stream,
+      attach, portforward). Return (socket, reply, {name: fd}, rest): the
+      socket stays open for the line the keeper sends at exit; rest is
+      what was read after the reply. Raise Keeper_Error."""
+   s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+   fds = []
+   try:
+      s.settimeout(30)
+      s.connect(sock_path)
+      s.sendall(json.dumps(dict(args, op=op)).encode() + b"\n")
+      buf = b""
+      while b"\n" not in buf:
+         (data, more, _, _) = socket.recv_fds(s, 65536, 8)
+         fds += more
+         if (not data):
+            raise OSError("connection closed")
+         buf += data
+   except OSError as x:
+      s.close()
+      for fd in fds:
+         os.close(fd)
+      raise Keeper_Error("keeper %s: %s: %s" % (sock_path, op, x),
+                         gone_p=True)
+   (line, rest) = buf.split(b"\n", 1)
+   res = json.loads(line)
+   if (not res.get("ok")):
+      s.close()
+      for fd in fds:
+         os.close(fd)
+      raise Keeper_Error(res.get("error", "keeper refused %s" % op))
+   s.settimeout(None)
+   return (s, res, dict(zip(res.get("names", []), fds)), rest)
 
 
 def events_open(sock_path):
