@@ -283,8 +283,10 @@ class Charliecloud:
          it outlives us) in new namespaces owned by a new user namespace
          that maps our UID to root: mount, and network, UTS and IPC unless
          the pod shares the host's."""
+      # slave: host mounts made later (e.g. under a hostPath) reach the
+      # pod, none of the pod's reach the host.
       argv = ["setsid", "-f", "unshare", "--user", "--map-root-user",
-              "--mount", "--propagation", "private"]
+              "--mount", "--propagation", "slave"]
       argv += ["--net"] if net_p else []
       argv += ["--uts"] if uts_p else []
       argv += ["--ipc"] if ipc_p else []

@@ -298,6 +298,9 @@ def rootfs_mount(c, rootfs, mounts, mkpaths):
          os.makedirs(os.path.dirname(dst), exist_ok=True)
          os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
       run(["mount", "--rbind", m["src"], dst])
+      # Copies of the (slave) pod namespace's mounts are slaves: keep that
+      # for HOST_TO_CONTAINER, cut it for PRIVATE.
+      run(["mount", "--make-r%s" % m.get("propagation", "private"), dst])
       if (m.get("ro")):
          run(["mount", "-o", "remount,bind,ro", dst])
 

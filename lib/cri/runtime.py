@@ -20,8 +20,6 @@ RUNTIME_NAME = "ch-cri"
 
 NOT_YET = "not implemented in this ch-cri version"
 PENDING = { "Exec": NOT_YET, "Attach": NOT_YET, "PortForward": NOT_YET,
-            "ContainerStats": NOT_YET, "ListContainerStats": NOT_YET,
-            "PodSandboxStats": NOT_YET, "ListPodSandboxStats": NOT_YET,
             "GetContainerEvents": NOT_YET, "ListMetricDescriptors": NOT_YET,
             "ListPodSandboxMetrics": NOT_YET,
             "UpdatePodSandboxResources": NOT_YET,
@@ -40,9 +38,10 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    """The CRI RuntimeService. info is a dict of facts for verbose Status
       (versions, features, paths), computed once at start-up."""
 
-   def __init__(self, version, cgroup_driver, info, pods, ctrs):
+   def __init__(self, version, cgroup_driver, info, pods, ctrs, stats):
       self.pods = pods
       self.ctrs = ctrs
+      self.stats = stats
       self.version = version
       self.cgroup_driver = cgroup_driver
       self.info_json = json.dumps(info, sort_keys=True)
@@ -175,6 +174,31 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       (out, err_, code) = self.ctrs.exec_sync(request.container_id,
                                               request.cmd, request.timeout)
       return pb.ExecSyncResponse(stdout=out, stderr=err_, exit_code=code)
+
+
+   ## Stats ##
+
+   @err.rpc
+   def ContainerStats(self, request, context):
+      c = self.ctrs.get(request.container_id)
+      return pb.ContainerStatsResponse(stats=self.stats.containers(
+         pb.ContainerStatsFilter(id=c.id_))[0])
+
+   @err.rpc
+   def ListContainerStats(self, request, context):
+      f = request.filter if request.HasField("filter") else None
+      return pb.ListContainerStatsResponse(stats=self.stats.containers(f))
+
+   @err.rpc
+   def PodSandboxStats(self, request, context):
+      p = self.pods.get(request.pod_sandbox_id)
+      return pb.PodSandboxStatsResponse(stats=self.stats.pods_list(
+         pb.PodSandboxStatsFilter(id=p.id_))[0])
+
+   @err.rpc
+   def ListPodSandboxStats(self, request, context):
+      f = request.filter if request.HasField("filter") else None
+      return pb.ListPodSandboxStatsResponse(stats=self.stats.pods_list(f))
 
 
 for (name, why) in PENDING.items():

@@ -19,6 +19,7 @@ import cri.container
 import cri.images
 import cri.runtime
 import cri.sandbox
+import cri.stats
 import cri.store
 
 from cri_api.v1 import api_pb2_grpc as pb_grpc
@@ -84,7 +85,9 @@ def serve(cfg, version, python):
                ("grpc.max_send_message_length", MSG_MAX)])
    pb_grpc.add_RuntimeServiceServicer_to_server(
       cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
-                                   pods, ctrs), server)
+                                   pods, ctrs,
+                                   cri.stats.Stats(state, pods, ctrs)),
+      server)
    pb_grpc.add_ImageServiceServicer_to_server(
       cri.images.Image_Servicer(store), server)
    sock = cfg["socket"]

@@ -208,10 +208,10 @@ def mounts_make(pod, config):
       path_check(m.container_path, f + ".container_path")
       path_check(m.host_path, f + ".host_path")
       dst = os.path.normpath(m.container_path)
-      if (m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
+      if (m.propagation == pb.MountPropagation.PROPAGATION_BIDIRECTIONAL):
          raise err.Invalid_Argument(
-            "%s.propagation: only PROPAGATION_PRIVATE is supported (the "
-            "pod's mount namespace is private)" % f)
+            "%s.propagation: PROPAGATION_BIDIRECTIONAL is impossible: mounts "
+            "in a user namespace never propagate to the host" % f)
       if (m.recursive_read_only):
          raise err.Invalid_Argument("%s.recursive_read_only: not "
                                     "supported" % f)

@@ -22,6 +22,7 @@ import cri.images  # noqa: E402
 import cri.container
 import cri.runtime
 import cri.sandbox
+import cri.stats
 import cri.store  # noqa: E402
 import fake_charlie  # noqa: E402
 import fsutil  # noqa: E402
@@ -84,7 +85,9 @@ class Served:
       pb_grpc.add_RuntimeServiceServicer_to_server(
          cri.runtime.Runtime_Servicer(RUNTIME_VERSION, cgroup_driver,
                                       { "unit": True, "root": root },
-                                      self.pods, self.ctrs),
+                                      self.pods, self.ctrs,
+                                      cri.stats.Stats(self.state_store,
+                                                      self.pods, self.ctrs)),
          self.server)
       pb_grpc.add_ImageServiceServicer_to_server(
          cri.images.Image_Servicer(self.store), self.server)

@@ -22,7 +22,8 @@ IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
                 "StartContainer", "StopContainer", "RemoveContainer",
                 "ListContainers", "ContainerStatus",
                 "UpdateContainerResources", "ReopenContainerLog",
-                "ExecSync" }
+                "ExecSync", "ContainerStats", "ListContainerStats",
+                "PodSandboxStats", "ListPodSandboxStats" }
 
 
 ## Functions ##

@@ -1,0 +1,178 @@
+# Container and pod statistics from /proc (ch-cri does not use cgroups yet):
+# CPU time and memory of every process in a container's mount namespace,
+# and the size of the container's writable layer.
+
+import os
+import threading
+import time
+
+import fsutil
+import misc
+
+from cri_api.v1 import api_pb2 as pb
+
+
+## Constants ##
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LAYER_TTL = 30          # seconds a writable-layer size is reused
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+## Globals ##
+
+log = misc.log
+
+
+## Functions ##
+
+def ns_map():
+   """Return {mount namespace link: [(pid, stat fields after the name)]}
+      for every process we may inspect: one pass over /proc."""
+   out = dict()
+   for d in os.listdir("/proc"):
+      if (not d.isdigit()):
+         continue
+      try:
+         ns = os.readlink("/proc/%s/ns/mnt" % d)
+         with open("/proc/%s/stat" % d, "rb") as fp:
+            stat = fp.read()
+      except OSError:
+         continue
+      out.setdefault(ns, []).append(
+         (int(d), stat[stat.rindex(b")") + 2:].split()))
+   return out
+
+
+## Classes ##
+
+class Stats:
+   """Answers the stats RPCs. self.lock guards the previous CPU samples
+      (for usage_nano_cores) and the writable-layer size cache."""
+
+   def __init__(self, store, pods, ctrs):
+      self.store = store
+      self.pods = pods
+      self.ctrs = ctrs
+      self.lock = threading.Lock()
+      self.cpu_prev = dict()    # container ID -> (ns timestamp, cpu ns)
+      self.layers = dict()      # container ID -> (monotonic, bytes, inodes)
+
+   def container(self, c, nsmap, now):
+      "Return pb.ContainerStats of container c."
+      s = pb.ContainerStats()
+      a = s.attributes
+      a.id = c.id_
+      a.metadata.CopyFrom(c.config.metadata)
+      a.labels.update(c.config.labels)
+      a.annotations.update(c.config.annotations)
+      cpu_ns = 0
+      rss = 0
+      st = c.status
+      if (c.state == pb.ContainerState.CONTAINER_RUNNING and st.get("mntns")):
+         for (pid, f) in nsmap.get(st["mntns"], []):
+            ticks = int(f[11]) + int(f[12])
+            if (pid == st.get("pid")):
+               ticks += int(f[13]) + int(f[14])   # its reaped children
+            cpu_ns += ticks * 10**9 // CLK_TCK
+            rss += int(f[21]) * PAGE_SIZE
+      s.cpu.timestamp = now
+      s.cpu.usage_core_nano_seconds.value = cpu_ns
+      with self.lock:
+         prev = self.cpu_prev.get(c.id_)
+         self.cpu_prev[c.id_] = (now, cpu_ns)
+      if (prev is not None and now > prev[0] and cpu_ns >= prev[1]):
+         s.cpu.usage_nano_cores.value = ((cpu_ns - prev[1]) * 10**9
+                                         // (now - prev[0]))
+      s.memory.timestamp = now
+      s.memory.working_set_bytes.value = rss
+      s.memory.rss_bytes.value = rss
+      s.memory.usage_bytes.value = rss
+      (size, inodes) = self.layer(c)
+      s.writable_layer.timestamp = now
+      s.writable_layer.fs_id.mountpoint = self.store.dir_
+      s.writable_layer.used_bytes.value = size
+      s.writable_layer.inodes_used.value = inodes
+      return s
+
+   def layer(self, c):
+      """Return (bytes, inodes) of c's writable layer, recomputed at most
+         every LAYER_TTL seconds (walking it is not cheap)."""
+      t = time.monotonic()
+      with self.lock:
+         hit = self.layers.get(c.id_)
+      if (hit is not None and t - hit[0] < LAYER_TTL):
+         return hit[1:]
+      res = fsutil.tree_size(os.path.join(c.dir_, "rootfs", "upper"))
+      with self.lock:
+         self.layers[c.id_] = (t,) + res
+      return res
+
+   def forget(self):
+      "Drop cached samples of containers that no longer exist."
+      with self.store.lock:
+         ids = set(self.store.containers)
+      with self.lock:
+         for d in (self.cpu_prev, self.layers):
+            for k in [k for k in d if k not in ids]:
+               del d[k]
+
+   def containers(self, f):
+      """Return pb.ContainerStats of the containers matching filter f (a
+         ContainerStatsFilter or None)."""
+      cf = None
+      if (f is not None):
+         cf = pb.ContainerFilter(id=f.id, pod_sandbox_id=f.pod_sandbox_id,
+                                 label_selector=f.label_selector)
+      ids = [c.id for c in self.ctrs.list(cf)]
+      nsmap = ns_map()
+      now = time.time_ns()
+      out = []
+      for id_ in ids:
+         c = self.ctrs.find(id_)
+         if (c is not None):
+            out.append(self.container(c, nsmap, now))
+      self.forget()
+      return out
+
+   def pod(self, pod, nsmap, now):
+      "Return pb.PodSandboxStats of pod: its containers', summed."
+      s = pb.PodSandboxStats()
+      a = s.attributes
+      a.id = pod.id_
+      a.metadata.CopyFrom(pod.config.metadata)
+      a.labels.update(pod.config.labels)
+      a.annotations.update(pod.config.annotations)
+      cs = [self.container(c, nsmap, now) for c in self.ctrs.of_pod(pod.id_)]
+      lx = s.linux
+      lx.cpu.timestamp = now
+      lx.cpu.usage_core_nano_seconds.value = sum(
+         c.cpu.usage_core_nano_seconds.value for c in cs)
+      lx.cpu.usage_nano_cores.value = sum(c.cpu.usage_nano_cores.value
+                                          for c in cs)
+      lx.memory.timestamp = now
+      lx.memory.working_set_bytes.value = sum(
+         c.memory.working_set_bytes.value for c in cs)
+      lx.process.timestamp = now
+      lx.process.process_count.value = sum(
+         len(nsmap.get(c.status.get("mntns"), []))
+         for c in self.ctrs.of_pod(pod.id_)
+         if c.state == pb.ContainerState.CONTAINER_RUNNING)
+      lx.containers.extend(cs)
+      return s
+
+   def pods_list(self, f):
+      """Return pb.PodSandboxStats of the pods matching filter f (a
+         PodSandboxStatsFilter or None)."""
+      pf = None
+      if (f is not None):
+         pf = pb.PodSandboxFilter(id=f.id, label_selector=f.label_selector)
+      ids = [p.id for p in self.pods.list(pf)]
+      nsmap = ns_map()
+      now = time.time_ns()
+      out = []
+      for id_ in ids:
+         p = self.pods.find(id_)
+         if (p is not None):
+            out.append(self.pod(p, nsmap, now))
+      return out
