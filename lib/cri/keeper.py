@@ -632,6 +632,26 @@ def loop_once(timeout):
          conn.send({ "ok": True, "exit_code": exit_code_of(st)[0] })
 
 
+def pod_setup(args):
+   "Set up the pod's namespaces as args say; raise OSError naming what failed."
+   if (args.get("hostname")):
+      socket.sethostname(args["hostname"])
+   sysctls = dict(args.get("sysctls") or {})
+   if (args.get("net")):
+      lo_up()
+      # Containers are root only in their own user namespace, which does
+      # not own this network namespace: let them bind ports below 1024
+      # here (the setting is per network namespace).
+      sysctls.setdefault("net.ipv4.ip_unprivileged_port_start", "0")
+   for (name, value) in sorted(sysctls.items()):
+      path = "/proc/sys/" + name.replace(".", "/")
+      try:
+         with open(path, "w") as fp:
+            fp.write(value)
+      except OSError as x:
+         raise OSError("sysctl %s=%s: %s" % (name, value, x.strerror))
+
+
 def main():
    global mntns_self
    pod_dir = sys.argv[1]
@@ -639,15 +659,11 @@ def main():
       args = json.load(fp)
    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
    mntns_self = mntns_of(os.getpid())
-   if (args.get("hostname")):
-      socket.sethostname(args["hostname"])
-   if (args.get("net")):
-      lo_up()
-      # Containers are root only in their own user namespace, which does
-      # not own this network namespace: let them bind ports below 1024
-      # here (the setting is per network namespace).
-      with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as fp:
-         fp.write("0")
+   try:
+      pod_setup(args)
+   except OSError as x:
+      json_write(os.path.join(pod_dir, "keeper.json"), { "error": str(x) })
+      sys.exit(1)
    sock_path = args["socket"]
    try:
       os.unlink(sock_path)

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -24,6 +25,9 @@ KEEPER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                          "keeper.py")
 KEEPER_START_TIMEOUT = 10
 SHUTDOWN_TIMEOUT = 30
+IPC_SYSCTLS = { "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
+                "kernel.sem", "kernel.shmall", "kernel.shmmax",
+                "kernel.shmmni", "kernel.shm_rmid_forced" }
 HOSTS_POD = ("127.0.0.1\tlocalhost\n"
              "::1\tlocalhost ip6-localhost ip6-loopback\n")
 
@@ -64,6 +68,36 @@ def line_check(value, field):
                                  % field)
 
 
+def sysctls_check(sysctls, ns):
+   """Refuse sysctls that are not namespaced, or whose namespace the pod
+      shares with the host (setting them would change the host).
+
+      >>> sysctls_check({"kernel.shm_rmid_forced": "1"}, pb.NamespaceOption())
+      >>> sysctls_check({"vm.swappiness": "1"}, pb.NamespaceOption())
+      Traceback (most recent call last):
+      ...
+      cri.errors.Invalid_Argument: config.linux.sysctls[vm.swappiness]: not a namespaced sysctl ch-cri can set
+   """
+   for (name, value) in sysctls.items():
+      f = "config.linux.sysctls[%s]" % name
+      if (not re.fullmatch(r"[a-z0-9_]+([./][a-z0-9_-]+)+", name)
+          or "\n" in value):
+         raise err.Invalid_Argument("%s: bad name or value" % f)
+      n = name.replace("/", ".")
+      if (n.startswith("net.")):
+         shared = ns.network == pb.NamespaceMode.NODE
+      elif (n in IPC_SYSCTLS or n.startswith("fs.mqueue.")):
+         shared = ns.ipc == pb.NamespaceMode.NODE
+      elif (n in ("kernel.hostname", "kernel.domainname")):
+         shared = ns.network == pb.NamespaceMode.NODE
+      else:
+         raise err.Invalid_Argument("%s: not a namespaced sysctl ch-cri can "
+                                    "set" % f)
+      if (shared):
+         raise err.Invalid_Argument("%s: the pod shares this namespace with "
+                                    "the host" % f)
+
+
 ## Classes ##
 
 class Pod:
@@ -81,6 +115,7 @@ class Pod:
       self.op_lock = threading.Lock()
       self.stopped_at = None
       self.keeper_pid = None
+      self.keeper_error = None
       self.alive = False
 
    @classmethod
@@ -116,6 +151,7 @@ class Pod:
       except (FileNotFoundError, fsutil.State_Error):
          self.alive = False
          return False
+      self.keeper_error = k.get("error")
       self.keeper_pid = k.get("pid")
       self.alive = st.alive_p(k.get("pid"), k.get("pid_start"))
       return self.alive
@@ -194,6 +230,7 @@ class Pods:
          raise err.Invalid_Argument("config.log_directory: not absolute: %s"
                                     % config.log_directory)
       ns = config.linux.security_context.namespace_options
+      sysctls_check(config.linux.sysctls, ns)
       if (ns.network == pb.NamespaceMode.TARGET
           or ns.ipc == pb.NamespaceMode.TARGET):
          raise err.Invalid_Argument("config.linux.security_context."
@@ -256,7 +293,8 @@ class Pods:
       fsutil.json_write_atomic(os.path.join(pod.dir_, "keeper-args.json"),
                                { "socket": pod.sock,
                                  "hostname": (None if host_net else hostname),
-                                 "net": not host_net })
+                                 "net": not host_net,
+                                 "sysctls": dict(config.linux.sysctls) })
       argv = self.ch.keeper_argv(
          self.python, KEEPER_PY, pod.dir_, net_p=not host_net,
          uts_p=not host_net,
@@ -268,6 +306,9 @@ class Pods:
          raise err.Internal("pod keeper failed to start: %s" % x)
       deadline = time.monotonic() + KEEPER_START_TIMEOUT
       while not pod.keeper_alive_p():
+         if (pod.keeper_error):
+            raise err.Failed_Precondition("pod keeper failed: %s"
+                                          % pod.keeper_error)
          if (time.monotonic() > deadline):
             with open(klog, errors="replace") as fp:
                why = misc.stderr_tail(fp.read()) or "no output"
