@@ -52,18 +52,10 @@ def cmd_run(argv, timeout, env=None, input_=None, check=True):
       cannot start, times out, or (with check) exits non-zero."""
    argv = [str(a) for a in argv]
    log.log(LOG_LEVELS["verbose"], "running: %s", argv_quote(argv))
-   try:
-      cp = subprocess.run(argv, env=env, timeout=timeout, text=True,
-                          input=input_, capture_output=True,
-                          stdin=(subprocess.DEVNULL if input_ is None
-                                 else None),
-                          start_new_session=True)
-   except FileNotFoundError:
-      raise Command_Error(argv, "not found")
-   except subprocess.TimeoutExpired:
-      raise Command_Error(argv, "timed out after %ss" % timeout)
-   except OSError as x:
-      raise Command_Error(argv, "can't run: %s" % x.strerror)
+   cp = subprocess_run(argv, timeout, env=env, text=True, input=input_,
+                       capture_output=True,
+                       stdin=(subprocess.DEVNULL if input_ is None
+                              else None))
    if (check and cp.returncode != 0):
       raise Command_Error(argv, "exit code %d: %s"
                           % (cp.returncode, stderr_tail(cp.stderr)),
@@ -77,19 +69,25 @@ def cmd_detach(argv, log_path, timeout):
       Command_Error if it cannot start or fails."""
    argv = [str(a) for a in argv]
    log.log(LOG_LEVELS["verbose"], "starting: %s", argv_quote(argv))
+   with open(log_path, "ab") as fp:
+      cp = subprocess_run(argv, timeout, stdin=subprocess.DEVNULL,
+                          stdout=fp, stderr=fp)
+   if (cp.returncode != 0):
+      raise Command_Error(argv, "exit code %d" % cp.returncode, cp.returncode)
+
+
+def subprocess_run(argv, timeout, **kw):
+   """subprocess.run() in a new session, with its failures to start or
+      finish in time raised as Command_Error."""
    try:
-      with open(log_path, "ab") as fp:
-         cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fp,
-                             stderr=fp, timeout=timeout,
-                             start_new_session=True)
+      return subprocess.run(argv, timeout=timeout, start_new_session=True,
+                            **kw)
    except FileNotFoundError:
       raise Command_Error(argv, "not found")
    except subprocess.TimeoutExpired:
       raise Command_Error(argv, "timed out after %ss" % timeout)
    except OSError as x:
       raise Command_Error(argv, "can't run: %s" % x.strerror)
-   if (cp.returncode != 0):
-      raise Command_Error(argv, "exit code %d" % cp.returncode, cp.returncode)
 
 
 def log_setup(level, stream=None):

@@ -26,6 +26,14 @@ log = misc.log
 
 ## Functions ##
 
+def attrs_fill(a, id_, config):
+   "Fill stats attributes a from a pod or container's ID and CRI config."
+   a.id = id_
+   a.metadata.CopyFrom(config.metadata)
+   a.labels.update(config.labels)
+   a.annotations.update(config.annotations)
+
+
 def ns_map():
    """Return {mount namespace link: [(pid, stat fields after the name)]}
       for every process we may inspect: one pass over /proc."""
@@ -61,11 +69,7 @@ class Stats:
    def container(self, c, nsmap, now):
       "Return pb.ContainerStats of container c."
       s = pb.ContainerStats()
-      a = s.attributes
-      a.id = c.id_
-      a.metadata.CopyFrom(c.config.metadata)
-      a.labels.update(c.config.labels)
-      a.annotations.update(c.config.annotations)
+      attrs_fill(s.attributes, c.id_, c.config)
       cpu_ns = 0
       rss = 0
       st = c.status
@@ -138,11 +142,7 @@ class Stats:
    def pod(self, pod, nsmap, now):
       "Return pb.PodSandboxStats of pod: its containers', summed."
       s = pb.PodSandboxStats()
-      a = s.attributes
-      a.id = pod.id_
-      a.metadata.CopyFrom(pod.config.metadata)
-      a.labels.update(pod.config.labels)
-      a.annotations.update(pod.config.annotations)
+      attrs_fill(s.attributes, pod.id_, pod.config)
       cs = [self.container(c, nsmap, now) for c in self.ctrs.of_pod(pod.id_)]
       lx = s.linux
       lx.cpu.timestamp = now
