@@ -19,7 +19,8 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
              "streaming", "registry" }
-STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout" }
+STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
+                   "allow_remote" }
 REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
                   "username", "password" }
 
@@ -61,7 +62,8 @@ def defaults():
             "cgroup_driver": "cgroupfs",
             "pinned_images": [],
             "streaming": { "address": "127.0.0.1", "port": 0,
-                           "token_ttl": 60, "idle_timeout": 4 * 3600 },
+                           "token_ttl": 60, "idle_timeout": 4 * 3600,
+                           "allow_remote": False },
             "registry": {} }
 
 
@@ -119,7 +121,7 @@ def load(path, required):
        else {}
    unknown(s, STREAMING_KEYS, "streaming.")
    for (k, t) in (("address", str), ("port", int), ("token_ttl", int),
-                  ("idle_timeout", int)):
+                  ("idle_timeout", int), ("allow_remote", bool)):
       if (k in s):
          cfg["streaming"][k] = typed(s, k, t, "streaming." + k)
    regs = typed(data, "registry", dict, "registry") if "registry" in data \

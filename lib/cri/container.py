@@ -222,7 +222,9 @@ class Containers:
          try:
             res = kc.call(pod.sock, "start", id=c.id_, dir=c.dir_, argv=argv,
                           env=self.ch.run_env(), log=s["log"], tty=s["tty"],
-                          stdin=s["stdin"], rootfs=rootfs,
+                          stdin=s["stdin"],
+                          stdin_once=s.get("stdin_once", False),
+                          rootfs=rootfs,
                           mounts=s["mounts"], mkpaths=s["mkpaths"])
          except kc.Keeper_Error as x:
             raise err.Failed_Precondition("container %s: start failed: %s"

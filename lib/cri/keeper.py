@@ -31,7 +31,10 @@
 #                            ("tty" | "stdin", "stdout", "stderr"); a
 #                            second line, exit_code, when it exits
 #   attach id stdin       -> names and fds as above: a dup of the
-#                            container's stdin, and a socket per output
+#                            container's stdin (the first attach of a
+#                            stdin_once container takes stdin itself, so
+#                            the container sees EOF when that client
+#                            closes it), and a socket per output
 #                            stream copying what the container writes;
 #                            a second line, exit_code, when it exits
 #   portforward port      -> a socket connected to 127.0.0.1:port (or
@@ -92,6 +95,7 @@ class Container:
       self.stdin_w = None
       self.log = None
       self.merged = None
+      self.stdin_once = False
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
 
@@ -216,6 +220,7 @@ def op_start(conn, req):
    if (id_ in containers and containers[id_].pid is not None):
       raise ValueError("container already started: %s" % id_)
    c = containers[id_] = Container(id_, req["dir"])
+   c.stdin_once = bool(req.get("stdin_once"))
    try:
       c.log = Log(req.get("log") or "")
    except OSError as x:
@@ -411,7 +416,13 @@ def op_attach(conn, req):
    fds = []
    names = []
    if (req.get("stdin") and c.stdin_w is not None):
-      fds.append(os.dup(c.stdin_w))
+      if (c.stdin_once):
+         # The first attach takes stdin with it: when that client closes
+         # its stdin, the container's closes too.
+         fds.append(c.stdin_w)
+         c.stdin_w = None
+      else:
+         fds.append(os.dup(c.stdin_w))
       names.append("stdin")
    for stream in sorted(set(c.outs.values())):
       (mine, theirs) = socket.socketpair()

@@ -19,8 +19,7 @@ KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
 NOT_YET = "not implemented in this ch-cri version"
-PENDING = { "Exec": NOT_YET, "Attach": NOT_YET, "PortForward": NOT_YET,
-            "GetContainerEvents": NOT_YET, "ListMetricDescriptors": NOT_YET,
+PENDING = { "GetContainerEvents": NOT_YET, "ListMetricDescriptors": NOT_YET,
             "ListPodSandboxMetrics": NOT_YET,
             "UpdatePodSandboxResources": NOT_YET,
             "CheckpointContainer": "checkpointing is not supported "
@@ -38,7 +37,9 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    """The CRI RuntimeService. info is a dict of facts for verbose Status
       (versions, features, paths), computed once at start-up."""
 
-   def __init__(self, version, cgroup_driver, info, pods, ctrs, stats):
+   def __init__(self, version, cgroup_driver, info, pods, ctrs, stats,
+                streams=None):
+      self.streams = streams
       self.pods = pods
       self.ctrs = ctrs
       self.stats = stats
@@ -175,6 +176,34 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
                                               request.cmd, request.timeout)
       return pb.ExecSyncResponse(stdout=out, stderr=err_, exit_code=code)
 
+
+   ## Streaming ##
+
+   def streams_get(self):
+      if (self.streams is None):
+         raise err.Unavailable("streaming server not running")
+      return self.streams
+
+   @err.rpc
+   def Exec(self, request, context):
+      c = self.ctrs.get(request.container_id)
+      self.ctrs.running_pid(c)
+      return pb.ExecResponse(url=self.streams_get().exec_url(request))
+
+   @err.rpc
+   def Attach(self, request, context):
+      c = self.ctrs.get(request.container_id)
+      self.ctrs.running_pid(c)
+      return pb.AttachResponse(url=self.streams_get().attach_url(request))
+
+   @err.rpc
+   def PortForward(self, request, context):
+      pod = self.pods.get(request.pod_sandbox_id)
+      if (pod.state != pb.PodSandboxState.SANDBOX_READY):
+         raise err.Failed_Precondition("pod sandbox not ready: %s"
+                                       % pod.id_)
+      return pb.PortForwardResponse(
+         url=self.streams_get().portforward_url(request))
 
    ## Stats ##
 

@@ -21,6 +21,8 @@ import cri.runtime
 import cri.sandbox
 import cri.stats
 import cri.store
+import cri.stream_backend
+import cri.streaming
 
 from cri_api.v1 import api_pb2_grpc as pb_grpc
 
@@ -83,10 +85,20 @@ def serve(cfg, version, python):
                                             thread_name_prefix="rpc"),
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
+   sc = cfg["streaming"]
+   streams = cri.streaming.Stream_Server(
+      cri.stream_backend.Keeper_Backend(ch, ctrs, pods), sc["address"],
+      sc["port"], sc["token_ttl"], sc["idle_timeout"],
+      allow_remote=sc.get("allow_remote", False))
+   try:
+      streams.start()
+   except (OSError, ValueError) as x:
+      raise Start_Error("streaming server: %s" % x)
    pb_grpc.add_RuntimeServiceServicer_to_server(
       cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
                                    pods, ctrs,
-                                   cri.stats.Stats(state, pods, ctrs)),
+                                   cri.stats.Stats(state, pods, ctrs),
+                                   streams),
       server)
    pb_grpc.add_ImageServiceServicer_to_server(
       cri.images.Image_Servicer(store), server)
@@ -106,6 +118,7 @@ def serve(cfg, version, python):
    while not stop.wait(3600):
       pass
    server.stop(GRACE).wait()
+   streams.stop()
    state.stop()
    try:
       os.unlink(sock)

@@ -141,6 +141,7 @@ def make(ch, images, pod, config, image_id):
                   ", ".join(unapplied))
    return { "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
             "log": log_path, "tty": config.tty, "stdin": config.stdin,
+            "stdin_once": config.stdin_once,
             "write": not config.linux.security_context.readonly_rootfs,
             "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
             "stop_signal": signal_parse(icfg.get("StopSignal")) }

@@ -12,11 +12,27 @@ import termios
 import misc
 import cri.errors as err
 import cri.keeper_conn as kc
+import cri.streaming as streaming
 
 
 ## Globals ##
 
 log = misc.log
+
+
+## Functions ##
+
+def stream_errors(method):
+   """Decorate a backend method: our errors become Stream_Error, whose
+      message the client reads on its error stream."""
+   def wrapper(*args):
+      try:
+         return method(*args)
+      except (err.CRI_Error, kc.Keeper_Error, OSError) as x:
+         raise streaming.Stream_Error(str(x))
+   wrapper.__name__ = method.__name__
+   wrapper.__doc__ = method.__doc__
+   return wrapper
 
 
 ## Classes ##
@@ -75,9 +91,10 @@ class Proc:
          except OSError:
             pass
       try:
-         self.sock.close()
+         self.sock.shutdown(socket.SHUT_RDWR)   # wakes a blocked wait()
       except OSError:
          pass
+      self.sock.close()
 
 
 class Keeper_Backend:
@@ -88,6 +105,7 @@ class Keeper_Backend:
       self.ctrs = ctrs
       self.pods = pods
 
+   @stream_errors
    def exec_start(self, container_id, cmd, tty, stdin):
       c = self.ctrs.get(container_id)
       pid = self.ctrs.running_pid(c)
@@ -105,6 +123,7 @@ class Keeper_Backend:
          tty=bool(tty), stdin=bool(stdin))
       return Proc(sock, fds, rest, pid=res["pid"])
 
+   @stream_errors
    def attach_start(self, container_id, tty, stdin):
       c = self.ctrs.get(container_id)
       self.ctrs.running_pid(c)
@@ -113,6 +132,7 @@ class Keeper_Backend:
                                               stdin=bool(stdin))
       return Proc(sock, fds, rest)
 
+   @stream_errors
    def port_forward(self, pod_id, port):
       pod = self.pods.get(pod_id)
       if (not pod.alive):

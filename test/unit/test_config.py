@@ -66,7 +66,8 @@ skip_verify = true
    assert cfg["cgroup_driver"] == "systemd"
    assert cfg["pinned_images"] == ["registry.k8s.io/pause:3.9"]
    assert cfg["streaming"] == { "address": "127.0.0.1", "port": 10010,
-                                "token_ttl": 30, "idle_timeout": 4 * 3600 }
+                                "token_ttl": 30, "idle_timeout": 4 * 3600,
+                                "allow_remote": False }
    assert cfg["registry"]["docker.io"]["upstream"] is False
    assert cfg["registry"]["quay.io"] == { "skip_verify": True }
    eps = config.Registries(cfg["registry"]).endpoints(

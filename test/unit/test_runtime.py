@@ -23,7 +23,8 @@ IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
                 "ListContainers", "ContainerStatus",
                 "UpdateContainerResources", "ReopenContainerLog",
                 "ExecSync", "ContainerStats", "ListContainerStats",
-                "PodSandboxStats", "ListPodSandboxStats" }
+                "PodSandboxStats", "ListPodSandboxStats", "Exec", "Attach",
+                "PortForward" }
 
 
 ## Functions ##
