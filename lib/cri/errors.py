@@ -54,6 +54,11 @@ class Resource_Exhausted(CRI_Error):
    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Stream_Error(Exception):
+   """A streaming backend failure (not a gRPC status): the message goes to
+      the client's error stream."""
+
+
 class Unavailable(CRI_Error):
    code = grpc.StatusCode.UNAVAILABLE
 
