@@ -58,6 +58,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 
 # -I leaves our directory off sys.path; stdlib modules still come first.
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
@@ -620,27 +621,40 @@ def loop_once(timeout):
          except OSError:
             pass
    for (key, _) in sel.select(timeout):
-      (kind, obj) = key.data
-      if (kind == "listen"):
-         (s, _) = key.fileobj.accept()
-         conn = Conn(s)
-         sel.register(s, selectors.EVENT_READ, ("conn", conn))
-      elif (kind == "conn"):
-         on_request(obj)
-      elif (kind == "out"):
-         drain(obj, key.fd)
-      elif (kind == "exit"):
-         on_exit(obj)
-      elif (kind == "exec-out"):
-         obj.read(key.fd)
-      elif (kind == "exec-exit"):
-         obj.finish()
-      elif (kind == "stream-exit"):
-         (conn, pid, pidfd) = obj
-         sel.unregister(pidfd)
-         os.close(pidfd)
-         (_, st) = os.waitpid(pid, 0)
-         conn.send({ "ok": True, "exit_code": exit_code_of(st)[0] })
+      # An earlier handler of this batch may have closed (and even reused)
+      # this descriptor: handle only keys still registered as they were.
+      if (sel.get_map().get(key.fd) is not key):
+         continue
+      try:
+         event(key)
+      except Exception:
+         # One bad event must not take the pod down with the keeper.
+         traceback.print_exc()
+         sys.stderr.flush()
+
+
+def event(key):
+   (kind, obj) = key.data
+   if (kind == "listen"):
+      (s, _) = key.fileobj.accept()
+      conn = Conn(s)
+      sel.register(s, selectors.EVENT_READ, ("conn", conn))
+   elif (kind == "conn"):
+      on_request(obj)
+   elif (kind == "out"):
+      drain(obj, key.fd)
+   elif (kind == "exit"):
+      on_exit(obj)
+   elif (kind == "exec-out"):
+      obj.read(key.fd)
+   elif (kind == "exec-exit"):
+      obj.finish()
+   elif (kind == "stream-exit"):
+      (conn, pid, pidfd) = obj
+      sel.unregister(pidfd)
+      os.close(pidfd)
+      (_, st) = os.waitpid(pid, 0)
+      conn.send({ "ok": True, "exit_code": exit_code_of(st)[0] })
 
 
 def pod_setup(args):
