@@ -15,6 +15,7 @@ import misc
 import cri.errors as err
 import cri.keeper_conn as kc
 import cri.sandbox as sb
+import cri.store as st
 import cri.spec
 
 from cri_api.v1 import api_pb2 as pb
@@ -294,23 +295,20 @@ class Containers:
          self.store.dir_remove(c.dir_)
       log.info("container %s removed", id_)
 
-   def list(self, f):
+   def matching(self, f):
+      "Return the Containers that ContainerFilter f (or None) selects."
       with self.store.lock:
          ctrs = list(self.store.containers.values())
-      out = []
-      for c in ctrs:
-         if (f is not None):
-            if (f.id and not c.id_.startswith(f.id)):
-               continue
-            if (f.pod_sandbox_id and not c.pod_id.startswith(f.pod_sandbox_id)):
-               continue
-            if (f.HasField("state") and c.state != f.state.state):
-               continue
-            if (any(c.config.labels.get(k) != v
-                    for (k, v) in f.label_selector.items())):
-               continue
-         out.append(c.pb_short())
-      return out
+      if (f is None):
+         return ctrs
+      return [c for c in ctrs
+              if (c.id_.startswith(f.id)
+                  and c.pod_id.startswith(f.pod_sandbox_id)
+                  and (not f.HasField("state") or c.state == f.state.state)
+                  and st.labels_match(c.config.labels, f.label_selector))]
+
+   def list(self, f):
+      return [c.pb_short() for c in self.matching(f)]
 
    def exec_sync(self, id_, cmd, timeout):
       c = self.get(id_)

@@ -94,14 +94,14 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
 
    @err.rpc
    def StopPodSandbox(self, request, context):
-      self.pods.stop(request.pod_sandbox_id, None)
+      self.pods.stop(request.pod_sandbox_id)
       return pb.StopPodSandboxResponse()
 
    @err.rpc
    def RemovePodSandbox(self, request, context):
       pod = self.pods.find(request.pod_sandbox_id)
       if (pod is not None):
-         self.pods.stop(pod.id_, None)
+         self.pods.stop(pod.id_)
          for c in self.ctrs.of_pod(pod.id_):
             self.ctrs.remove(c.id_)
          self.pods.remove(pod)

@@ -222,9 +222,9 @@ class Pods:
          raise err.Not_Found("runtime handler %r not supported: ch-cri has "
                              "only the default handler \"\"" % handler)
       line_check(config.hostname, "config.hostname")
-      for (i, s) in enumerate(list(config.dns_config.servers)
-                              + list(config.dns_config.searches)
-                              + list(config.dns_config.options)):
+      for s in (list(config.dns_config.servers)
+                + list(config.dns_config.searches)
+                + list(config.dns_config.options)):
          line_check(s, "config.dns_config")
       if (config.log_directory and not os.path.isabs(config.log_directory)):
          raise err.Invalid_Argument("config.log_directory: not absolute: %s"
@@ -317,7 +317,7 @@ class Pods:
          time.sleep(0.005)
       self.store.follow(pod)
 
-   def stop(self, id_, ctr_ids):
+   def stop(self, id_):
       pod = self.find(id_)
       if (pod is None):
          return
@@ -350,21 +350,19 @@ class Pods:
             pass
       log.info("pod %s removed", pod.id_)
 
-   def list(self, f):
+   def matching(self, f):
+      "Return the Pods that PodSandboxFilter f (or None) selects."
       with self.store.lock:
          pods = list(self.store.pods.values())
-      out = []
-      for p in pods:
-         if (f is not None):
-            if (f.id and not p.id_.startswith(f.id)):
-               continue
-            if (f.HasField("state") and p.state != f.state.state):
-               continue
-            if (any(p.config.labels.get(k) != v
-                    for (k, v) in f.label_selector.items())):
-               continue
-         out.append(p.pb_short())
-      return out
+      if (f is None):
+         return pods
+      return [p for p in pods
+              if (p.id_.startswith(f.id)
+                  and (not f.HasField("state") or p.state == f.state.state)
+                  and st.labels_match(p.config.labels, f.label_selector))]
+
+   def list(self, f):
+      return [p.pb_short() for p in self.matching(f)]
 
    def status_info(self, pod):
       "Return the verbose info of PodSandboxStatus."

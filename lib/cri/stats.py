@@ -128,14 +128,9 @@ class Stats:
       if (f is not None):
          cf = pb.ContainerFilter(id=f.id, pod_sandbox_id=f.pod_sandbox_id,
                                  label_selector=f.label_selector)
-      ids = [c.id for c in self.ctrs.list(cf)]
       nsmap = ns_map()
       now = time.time_ns()
-      out = []
-      for id_ in ids:
-         c = self.ctrs.find(id_)
-         if (c is not None):
-            out.append(self.container(c, nsmap, now))
+      out = [self.container(c, nsmap, now) for c in self.ctrs.matching(cf)]
       self.forget()
       return out
 
@@ -167,12 +162,6 @@ class Stats:
       pf = None
       if (f is not None):
          pf = pb.PodSandboxFilter(id=f.id, label_selector=f.label_selector)
-      ids = [p.id for p in self.pods.list(pf)]
       nsmap = ns_map()
       now = time.time_ns()
-      out = []
-      for id_ in ids:
-         p = self.pods.find(id_)
-         if (p is not None):
-            out.append(self.pod(p, nsmap, now))
-      return out
+      return [self.pod(p, nsmap, now) for p in self.pods.matching(pf)]

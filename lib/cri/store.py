@@ -42,6 +42,17 @@ def alive_p(pid, start):
    return pid is not None and start is not None and proc_start(pid) == start
 
 
+def labels_match(labels, selector):
+   """Return True if labels has every key/value of selector.
+
+      >>> labels_match({"a": "1", "b": "2"}, {"a": "1"})
+      True
+      >>> labels_match({"a": "1"}, {"a": "2"})
+      False
+   """
+   return all(labels.get(k) == v for (k, v) in selector.items())
+
+
 ## Classes ##
 
 class Store:
