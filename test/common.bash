@@ -82,6 +82,15 @@ prereq_or_skip () {
    fi
 }
 
+# Point $sock at the live ch-cri of $CH_CRI_TEST_SOCKET, or skip (fail in
+# CI) if there is none.
+live_server_or_skip () {
+   local ok=no
+   [[ -S ${CH_CRI_TEST_SOCKET:-} ]] && ok=yes
+   prereq_or_skip "live ch-cri (\$CH_CRI_TEST_SOCKET)" "$ok" || return 1
+   sock=$CH_CRI_TEST_SOCKET
+}
+
 # The bats scope mechanism: skip tests wider than $CH_CRI_TEST_SCOPE.
 scope () {
    local want=$1 have=${CH_CRI_TEST_SCOPE:-full}

@@ -5,9 +5,7 @@ load ../common
 
 setup () {
    scope standard
-   [[ -S ${CH_CRI_TEST_SOCKET:-} ]] && ok=yes || ok=no
-   prereq_or_skip 'live ch-cri ($CH_CRI_TEST_SOCKET)' "$ok"
-   sock=$CH_CRI_TEST_SOCKET
+   live_server_or_skip
 }
 
 crictl () {

@@ -17,9 +17,7 @@ teardown_file () {
 
 setup () {
    scope standard
-   [[ -S ${CH_CRI_TEST_SOCKET:-} ]] && ok=yes || ok=no
-   prereq_or_skip 'live ch-cri ($CH_CRI_TEST_SOCKET)' "$ok"
-   sock=$CH_CRI_TEST_SOCKET
+   live_server_or_skip
    crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
    printf '{"metadata": {"name": "s%s", "namespace": "stream", "uid": "s%s"}, "log_directory": "%s/logs/%s", "labels": {"ch-cri-test": "stream"}, "linux": {}}\n' \
           "$BATS_TEST_NUMBER" "$BATS_TEST_NUMBER" "$work" "$BATS_TEST_NUMBER" > "${work}/pod.json"
