@@ -1,5 +1,6 @@
 # ch-cri configuration: defaults, the TOML file, environment and options.
 
+import ipaddress
 import os
 import tomllib
 import urllib.parse
@@ -18,9 +19,10 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
-             "streaming", "registry" }
+             "streaming", "registry", "network" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
+NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge" }
 REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
                   "username", "password" }
 
@@ -64,6 +66,9 @@ def defaults():
             "streaming": { "address": "127.0.0.1", "port": 0,
                            "token_ttl": 60, "idle_timeout": 4 * 3600,
                            "allow_remote": False },
+            "network": { "cni_conf_dir": "/etc/cni/net.d",
+                         "cni_bin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
+                         "subnet": "10.85.0.0/16", "bridge": "chcri0" },
             "registry": {} }
 
 
@@ -124,6 +129,12 @@ def load(path, required):
                   ("idle_timeout", int), ("allow_remote", bool)):
       if (k in s):
          cfg["streaming"][k] = typed(s, k, t, "streaming." + k)
+   n = typed(data, "network", dict, "network") if "network" in data else {}
+   unknown(n, NETWORK_KEYS, "network.")
+   for (k, t) in (("cni_conf_dir", str), ("cni_bin_dirs", list),
+                  ("subnet", str), ("bridge", str)):
+      if (k in n):
+         cfg["network"][k] = typed(n, k, t, "network." + k)
    regs = typed(data, "registry", dict, "registry") if "registry" in data \
           else {}
    for (name, r) in regs.items():
@@ -172,6 +183,12 @@ def validate(cfg):
                          % ", ".join(LOG_LEVELS))
    if (cfg["cgroup_driver"] not in ("cgroupfs", "systemd")):
       raise Config_Error("cgroup_driver: must be cgroupfs or systemd")
+   try:
+      ipaddress.ip_network(cfg["network"]["subnet"])
+   except ValueError as x:
+      raise Config_Error("network.subnet: %s" % x)
+   if (not all(isinstance(d, str) for d in cfg["network"]["cni_bin_dirs"])):
+      raise Config_Error("network.cni_bin_dirs: must be strings")
    for i in cfg["pinned_images"]:
       try:
          imgref.parse(i)

@@ -38,7 +38,7 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       (versions, features, paths), computed once at start-up."""
 
    def __init__(self, version, cgroup_driver, info, pods, ctrs, stats,
-                streams=None):
+                streams=None, net=None):
       self.streams = streams
       self.pods = pods
       self.ctrs = ctrs
@@ -46,9 +46,14 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       self.version = version
       self.cgroup_driver = cgroup_driver
       self.info_json = json.dumps(info, sort_keys=True)
+      nr = pb.RuntimeCondition(type="NetworkReady", status=True)
+      if (net is None or not net.ready):
+         nr = pb.RuntimeCondition(
+            type="NetworkReady", status=False, reason="NoPodNetwork",
+            message=("pods get loopback only: %s"
+                     % (net.reason if net else "no network configured")))
       self.status = pb.RuntimeStatus(conditions=[
-         pb.RuntimeCondition(type="RuntimeReady", status=True),
-         pb.RuntimeCondition(type="NetworkReady", status=True)])
+         pb.RuntimeCondition(type="RuntimeReady", status=True), nr])
       # No feature below is supported yet; advertise none rather than lie.
       self.handlers = [pb.RuntimeHandler(
          name="", features=pb.RuntimeHandlerFeatures(
@@ -79,7 +84,8 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
 
    @err.rpc
    def UpdateRuntimeConfig(self, request, context):
-      # The kubelet sends the pod CIDR here; ch-cri has no CNI to pass it to.
+      # The kubelet sends the pod CIDR here; ch-cri's network has its own
+      # subnet (config network.subnet or the CNI config's).
       log.info("UpdateRuntimeConfig: pod CIDR %r noted, not used",
                request.runtime_config.network_config.pod_cidr)
       return pb.UpdateRuntimeConfigResponse()

@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 import fsutil
 import misc
+import cri.cni as cni
 import cri.errors as err
 import cri.keeper_conn as kc
 import cri.store as st
@@ -117,6 +118,7 @@ class Pod:
       self.keeper_pid = None
       self.keeper_error = None
       self.alive = False
+      self.net = None          # what CNI ADD returned (network.json)
 
    @classmethod
    def load(class_, store, id_):
@@ -126,6 +128,10 @@ class Pod:
       try:
          p.stopped_at = fsutil.json_read(os.path.join(p.dir_, "state.json")) \
                         .get("stopped_at")
+      except FileNotFoundError:
+         pass
+      try:
+         p.net = fsutil.json_read(os.path.join(p.dir_, "network.json"))
       except FileNotFoundError:
          pass
       return p
@@ -173,7 +179,10 @@ class Pod:
                               labels=self.config.labels,
                               annotations=self.config.annotations,
                               runtime_handler=self.handler)
-      s.network.ip = ""
+      if (self.net):
+         (ip, others) = cni.result_ip(self.net.get("result") or {})
+         s.network.ip = ip
+         s.network.additional_ips.extend(pb.PodIP(ip=i) for i in others)
       s.linux.namespaces.options.CopyFrom(self.ns_opts)
       return s
 
@@ -185,10 +194,11 @@ class Pod:
 class Pods:
    "Pod operations over a Store."
 
-   def __init__(self, store, ch, python):
+   def __init__(self, store, ch, python, net=None):
       self.store = store
       self.ch = ch
       self.python = python
+      self.net = net           # cni.Network, or None: loopback only
 
    def get(self, id_, field="pod_sandbox_id"):
       """Return the pod id_ names (a full ID or a unique prefix); raise
@@ -315,7 +325,35 @@ class Pods:
             raise err.Internal("pod keeper did not start in %ds: %s"
                                % (KEEPER_START_TIMEOUT, why))
          time.sleep(0.005)
+      if (not host_net and self.net is not None and self.net.ready):
+         self.network_add(pod)
       self.store.follow(pod)
+
+   def network_add(self, pod):
+      "Connect the pod to the network, or stop its keeper and raise."
+      try:
+         pod.net = self.net.add(pod.id_, "/proc/%d/ns/net" % pod.keeper_pid,
+                                pod.config.port_mappings)
+         fsutil.json_write_atomic(os.path.join(pod.dir_, "network.json"),
+                                  pod.net)
+      except (cni.Cni_Error, OSError) as x:
+         try:
+            kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
+         except kc.Keeper_Error:
+            pass
+         raise err.Internal("pod network: %s" % x)
+
+   def network_del(self, pod):
+      "Disconnect the pod (its netns, if the keeper still runs)."
+      if (pod.net is None or self.net is None):
+         return
+      ns = "/proc/%d/ns/net" % pod.keeper_pid if pod.alive else ""
+      self.net.delete(pod.id_, ns, pod.net)
+      try:
+         os.unlink(os.path.join(pod.dir_, "network.json"))
+      except FileNotFoundError:
+         pass
+      pod.net = None
 
    def stop(self, id_):
       pod = self.find(id_)
@@ -324,6 +362,7 @@ class Pods:
       with pod.op_lock:
          if (pod.stopped_at is not None):
             return
+         self.network_del(pod)
          if (pod.alive):
             try:
                kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
@@ -341,6 +380,7 @@ class Pods:
    def remove(self, pod):
       "Remove stopped pod's directory and forget it."
       with pod.op_lock:
+         self.network_del(pod)     # if stop could not (keeper gone)
          with self.store.lock:
             self.store.pods.pop(pod.id_, None)
          self.store.dir_remove(pod.dir_)

@@ -14,6 +14,7 @@ import grpc
 import charlie
 import fsutil
 import misc
+import cri.cni
 import cri.config
 import cri.container
 import cri.images
@@ -68,7 +69,15 @@ def serve(cfg, version, python):
    state = cri.store.Store(cfg["state_dir"])
    state.load(cri.sandbox.Pod, cri.container.Container)
    state.start()
-   pods = cri.sandbox.Pods(state, ch, python)
+   nc = cfg["network"]
+   net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
+                         cfg["state_dir"], nc["subnet"], nc["bridge"])
+   if (net.ready):
+      log.info("pod network: CNI %s from %s", net.conf["name"], net.source)
+   else:
+      log.warning("no pod network: %s; pods not on the host network get "
+                  "loopback only", net.reason)
+   pods = cri.sandbox.Pods(state, ch, python, net)
    ctrs = cri.container.Containers(state, ch, pods, store)
    store.in_use = ctrs.image_user
    info = { "version": version,
@@ -78,6 +87,7 @@ def serve(cfg, version, python):
                               "run_features": ch.run_features,
                               "storage": ch.storage },
             "euid": os.geteuid(),
+            "network": (net.source if net.ready else None),
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
    server = grpc.server(
@@ -98,7 +108,7 @@ def serve(cfg, version, python):
       cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
                                    pods, ctrs,
                                    cri.stats.Stats(state, pods, ctrs),
-                                   streams),
+                                   streams, net),
       server)
    pb_grpc.add_ImageServiceServicer_to_server(
       cri.images.Image_Servicer(store), server)

@@ -12,7 +12,7 @@ import pytest
 # is worth noticing)
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
             "cri.config": True, "cri.images": True, "cri.container": False,
-            "cri.sandbox": True, "cri.spec": True,
+            "cri.cni": True, "cri.sandbox": True, "cri.spec": True,
             "cri.spdy": True, "cri.streaming": True, "cri.store": True }
 
 

@@ -54,8 +54,12 @@ def test_version(serve):
 def test_status(serve):
    s = serve()
    res = call(s, "Status")
-   conds = { c.type: c.status for c in res.status.conditions }
-   assert conds == { "RuntimeReady": True, "NetworkReady": True }
+   conds = { c.type: c for c in res.status.conditions }
+   assert conds["RuntimeReady"].status
+   # The unit server has no pod network: it must say so, and why.
+   assert not conds["NetworkReady"].status
+   assert conds["NetworkReady"].reason == "NoPodNetwork"
+   assert "loopback only" in conds["NetworkReady"].message
    assert dict(res.info) == {}
    assert [h.name for h in res.runtime_handlers] == [""]
    assert not res.runtime_handlers[0].features.user_namespaces
