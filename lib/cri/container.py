@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 import fsutil
 import misc
+import cri.cgroups as cgroups
 import cri.errors as err
 import cri.keeper_conn as kc
 import cri.sandbox as sb
@@ -120,11 +121,12 @@ class Container:
 class Containers:
    "Container operations over a Store."
 
-   def __init__(self, store, ch, pods, images):
+   def __init__(self, store, ch, pods, images, cg=None):
       self.store = store
       self.ch = ch
       self.pods = pods
       self.images = images
+      self.cg = cg             # cgroups.Cgroups, or None: not enforced
 
    def get(self, id_, field="container_id"):
       """Return the container id_ names (full ID or unique prefix); raise
@@ -220,13 +222,25 @@ class Containers:
                     "upper": os.path.join(c.dir_, "rootfs", "upper"),
                     "work": os.path.join(c.dir_, "rootfs", "work"),
                     "merged": merged }
+         procs = []
+         if (self.cg is not None and self.cg.usable):
+            try:
+               procs = self.cg.create(c.id_, c.resources
+                                      or c.config.linux.resources)
+            except cgroups.Cgroup_Error as x:
+               raise err.Invalid_Argument("config.linux.resources: %s" % x)
          try:
             res = kc.call(pod.sock, "start", id=c.id_, dir=c.dir_, argv=argv,
                           env=self.ch.run_env(), log=s["log"], tty=s["tty"],
                           stdin=s["stdin"],
                           stdin_once=s.get("stdin_once", False),
                           rootfs=rootfs,
-                          mounts=s["mounts"], mkpaths=s["mkpaths"])
+                          mounts=s["mounts"], mkpaths=s["mkpaths"],
+                          pidns=s.get("pidns", "node"),
+                          pidns_target=s.get("pidns_target"),
+                          cgroups=procs,
+                          memcg=(self.cg.dir_("memory", c.id_) if procs
+                                 else None))
          except kc.Keeper_Error as x:
             raise err.Failed_Precondition("container %s: start failed: %s"
                                           % (id_, x))
@@ -293,6 +307,8 @@ class Containers:
          with self.store.lock:
             self.store.containers.pop(c.id_, None)
          self.store.dir_remove(c.dir_)
+         if (self.cg is not None and self.cg.usable):
+            self.cg.remove(c.id_)
       log.info("container %s removed", id_)
 
    def matching(self, f):
@@ -352,9 +368,23 @@ class Containers:
                                        % (id_, x))
 
    def resources_update(self, id_, resources):
+      """Record resources and, if the container has cgroups (it started
+         with ch-cri able to write them), apply them at once."""
       c = self.get(id_)
       with c.op_lock:
+         live = (self.cg is not None and self.cg.usable
+                 and c.state != pb.ContainerState.CONTAINER_CREATED
+                 and os.path.isdir(self.cg.dir_("memory", c.id_)))
+         if (live):
+            try:
+               self.cg.apply(c.id_, resources)
+            except cgroups.Cgroup_Error as x:
+               raise err.Invalid_Argument("linux: %s" % x)
          fsutil.json_write_atomic(os.path.join(c.dir_, "resources.json"),
                                   { "resources": sb.pb_dict(resources) })
          c.resources = resources
-      log.info("container %s: resources recorded (not enforced yet)", id_)
+      log.info("container %s: resources %s", id_,
+               "applied" if live else "recorded (applied at start)"
+               if self.cg is not None and self.cg.usable
+               else "recorded, not enforced: %s"
+                    % (self.cg.reason if self.cg else "no cgroups"))

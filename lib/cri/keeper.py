@@ -53,6 +53,7 @@
 import base64
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -62,8 +63,10 @@ import traceback
 
 # -I leaves our directory off sys.path; stdlib modules still come first.
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+import keeper_ns  # noqa: E402
 from keeper_io import (Log, exit_code_of, json_write, lo_up,  # noqa: E402
-                       mntns_of, mounted_p, ns_pids, path_in_root,
+                       mntns_of, mounted_p, ns_pids, oom_kills,
+                       path_in_root,
                        proc_start, run)
 
 
@@ -80,6 +83,7 @@ subscribers = []         # event connections
 execs = []               # Exec in progress
 waiters = []             # (deadline, Conn, container id)
 mntns_self = None
+pod_init = None          # PID of the pod's init (PID namespace POD)
 shutdown = None          # (deadline, Conn) once asked to shut down
 
 
@@ -97,6 +101,7 @@ class Container:
       self.log = None
       self.merged = None
       self.stdin_once = False
+      self.memcg = None       # memory cgroup directory, for OOM kills
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
 
@@ -222,6 +227,7 @@ def op_start(conn, req):
       raise ValueError("container already started: %s" % id_)
    c = containers[id_] = Container(id_, req["dir"])
    c.stdin_once = bool(req.get("stdin_once"))
+   c.memcg = req.get("memcg")
    try:
       c.log = Log(req.get("log") or "")
    except OSError as x:
@@ -254,18 +260,17 @@ def op_start(conn, req):
          closers.append(w)
          c.outs[r] = stream
    argv = req["argv"]
+   pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
-      # setsid(1) gives the container its own session without forking (we
-      # are not a group leader); -c makes its tty the controlling terminal.
-      pre = ["setsid", "-c"] if req.get("tty") else ["setsid"]
-      pid = os.posix_spawnp("setsid", pre + argv, req["env"],
-                            file_actions=fa)
+      (pid, mntns_pre) = keeper_ns.spawn(argv, req["env"], fa,
+                                         bool(req.get("tty")), pidns,
+                                         procs=req.get("cgroups") or ())
    finally:
       for fd in closers:
          os.close(fd)
    c.pidfd = os.pidfd_open(pid)
    c.status = { "pid": pid, "pid_start": proc_start(pid),
-                "started_at": time.time_ns() }
+                "started_at": time.time_ns(), "pidns": pidns is not None }
    for fd in c.outs:
       os.set_blocking(fd, False)
       sel.register(fd, selectors.EVENT_READ, ("out", c))
@@ -274,12 +279,29 @@ def op_start(conn, req):
    # (bounded) so "signal all" can find the container's processes.
    for _ in range(2000):
       ns = mntns_of(pid)
-      if (ns is None or ns != mntns_self):
+      if (ns is None or ns not in (mntns_self, mntns_pre)):
          break
       time.sleep(0.001)
    c.status["mntns"] = ns
    c.save()
    return { "status": c.status }
+
+
+def pidns_of(mode, target):
+   """Return keeper_ns.spawn()'s pidns for a container's PID namespace
+      mode: "container" (its own), "pod" (the pod init's), "target" (that
+      container's), anything else the keeper's (the host's)."""
+   if (mode == "container"):
+      return "new"
+   if (mode == "pod" and pod_init is not None):
+      return pod_init
+   if (mode == "target"):
+      t = container_get(target)
+      if (t.exited_p() or not t.status.get("pidns")):
+         raise ValueError("target container not running in its own PID "
+                          "namespace: %s" % target)
+      return t.pid
+   return None
 
 
 def rootfs_mount(c, rootfs, mounts, mkpaths):
@@ -309,6 +331,23 @@ def rootfs_mount(c, rootfs, mounts, mkpaths):
       run(["mount", "--make-r%s" % m.get("propagation", "private"), dst])
       if (m.get("ro")):
          run(["mount", "-o", "remount,bind,ro", dst])
+      if (m.get("rro")):
+         for sub in submounts(dst):
+            run(["mount", "-o", "remount,bind,ro", sub])
+
+
+def submounts(top):
+   "Return the mount points below top, outermost first."
+   out = []
+   with open("/proc/self/mountinfo") as fp:
+      for line in fp:
+         # Field 5 is the mount point, with space, tab, newline and
+         # backslash escaped in octal.
+         mp = line.split(" ")[4]
+         mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mp)
+         if (mp.startswith(top.rstrip("/") + "/")):
+            out.append(mp)
+   return sorted(set(out), key=len)
 
 
 def op_signal(conn, req):
@@ -350,8 +389,9 @@ def op_exec(conn, req):
       outs[r] = bytearray()
       os.set_blocking(r, False)
    try:
-      pid = os.posix_spawnp(req["argv"][0], req["argv"], req["env"],
-                            file_actions=fa, setsid=True)
+      (pid, _) = keeper_ns.spawn(req["argv"], req["env"], fa, False,
+                                 c.pid if c.status.get("pidns") else None,
+                                 proc_p=False)
    finally:
       for fd in closers:
          os.close(fd)
@@ -396,10 +436,10 @@ def op_exec_stream(conn, req):
       raise ValueError("container not running: %s" % c.id_)
    tty = bool(req.get("tty"))
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
-   pre = ["setsid", "-c"] if tty else ["setsid"]
    try:
-      pid = os.posix_spawnp("setsid", pre + req["argv"], req["env"],
-                            file_actions=fa)
+      (pid, _) = keeper_ns.spawn(req["argv"], req["env"], fa, tty,
+                                 c.pid if c.status.get("pidns") else None,
+                                 proc_p=False)
       pidfd = os.pidfd_open(pid)
       conn.send({ "ok": True, "pid": pid, "names": names }, fds)
    finally:
@@ -501,6 +541,8 @@ def op_shutdown(conn, req):
             os.kill(pid, signal.SIGKILL)
          except ProcessLookupError:
             pass
+   if (pod_init is not None):
+      os.kill(pod_init, signal.SIGKILL)   # and with it the PID namespace
    shutdown = (time.monotonic() + 10, conn)
    return None
 
@@ -534,8 +576,11 @@ def on_exit(c):
    for fd in list(c.outs):
       drain(c, fd)
    (code, sig) = exit_code_of(st)
+   reason = "Completed" if code == 0 else "Error"
+   if (sig == signal.SIGKILL and c.memcg and oom_kills(c.memcg) > 0):
+      reason = "OOMKilled"
    c.status.update(finished_at=time.time_ns(), exit_code=code, signal=sig,
-                   reason=("Completed" if code == 0 else "Error"))
+                   reason=reason)
    c.save()
    # The container ends with its main process, as with a PID namespace.
    if (c.status.get("mntns")):
@@ -607,7 +652,18 @@ def on_request(conn):
          conn.send(dict(res, ok=True))
 
 
+def strays_reap():
+   "Reap orphans re-parented to us, not the children we wait for."
+   known = { c.pid for c in containers.values() if not c.exited_p() }
+   known.update(e.pid for e in execs)
+   known.update(k.data[1][1] for k in sel.get_map().values()
+                if k.data[0] == "stream-exit")
+   known.add(pod_init)
+   keeper_ns.strays_reap(known)
+
+
 def loop_once(timeout):
+   strays_reap()
    now = time.monotonic()
    for (deadline, conn, id_) in list(waiters):
       if (deadline <= now):
@@ -678,7 +734,7 @@ def pod_setup(args):
 
 
 def main():
-   global mntns_self
+   global mntns_self, pod_init
    pod_dir = sys.argv[1]
    with open(os.path.join(pod_dir, "keeper-args.json")) as fp:
       args = json.load(fp)
@@ -686,7 +742,10 @@ def main():
    mntns_self = mntns_of(os.getpid())
    try:
       pod_setup(args)
-   except OSError as x:
+      keeper_ns.subreaper_set()
+      if (args.get("pidns") == "pod"):
+         (pod_init, _) = keeper_ns.spawn(None, None, [], False, "new")
+   except (OSError, keeper_ns.Spawn_Error) as x:
       json_write(os.path.join(pod_dir, "keeper.json"), { "error": str(x) })
       sys.exit(1)
    sock_path = args["socket"]

@@ -195,3 +195,16 @@ class Log:
             os.write(self.fd, b"".join(out))
          except OSError as x:
             sys.stderr.write("keeper: log %s: %s\n" % (self.path, x))
+
+
+def oom_kills(memory_dir):
+   "Return the OOM kill count of memory cgroup (v1) memory_dir, or 0."
+   try:
+      with open(os.path.join(memory_dir, "memory.oom_control")) as fp:
+         for line in fp:
+            (k, _, v) = line.partition(" ")
+            if (k == "oom_kill"):
+               return int(v)
+   except (OSError, ValueError):
+      pass
+   return 0

@@ -54,10 +54,11 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
                      % (net.reason if net else "no network configured")))
       self.status = pb.RuntimeStatus(conditions=[
          pb.RuntimeCondition(type="RuntimeReady", status=True), nr])
-      # No feature below is supported yet; advertise none rather than lie.
+      # user_namespaces would promise the pod's requested ID mappings;
+      # ch-run maps exactly one ID, so it is not claimed.
       self.handlers = [pb.RuntimeHandler(
          name="", features=pb.RuntimeHandlerFeatures(
-            recursive_read_only_mounts=False, user_namespaces=False))]
+            recursive_read_only_mounts=True, user_namespaces=False))]
 
    @err.rpc
    def Version(self, request, context):

@@ -304,6 +304,9 @@ class Pods:
                                { "socket": pod.sock,
                                  "hostname": (None if host_net else hostname),
                                  "net": not host_net,
+                                 "pidns": ("pod" if pod.ns_opts.pid
+                                           == pb.NamespaceMode.POD
+                                           else None),
                                  "sysctls": dict(config.linux.sysctls) })
       argv = self.ch.keeper_argv(
          self.python, KEEPER_PY, pod.dir_, net_p=not host_net,

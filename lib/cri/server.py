@@ -14,6 +14,7 @@ import grpc
 import charlie
 import fsutil
 import misc
+import cri.cgroups
 import cri.cni
 import cri.config
 import cri.container
@@ -78,7 +79,10 @@ def serve(cfg, version, python):
       log.warning("no pod network: %s; pods not on the host network get "
                   "loopback only", net.reason)
    pods = cri.sandbox.Pods(state, ch, python, net)
-   ctrs = cri.container.Containers(state, ch, pods, store)
+   cg = cri.cgroups.Cgroups()
+   if (not cg.usable):
+      log.warning("container resources not enforced: %s", cg.reason)
+   ctrs = cri.container.Containers(state, ch, pods, store, cg)
    store.in_use = ctrs.image_user
    info = { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
@@ -88,6 +92,7 @@ def serve(cfg, version, python):
                               "storage": ch.storage },
             "euid": os.geteuid(),
             "network": (net.source if net.ready else None),
+            "cgroups": (cri.cgroups.ROOT if cg.usable else None),
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
    server = grpc.server(

@@ -22,6 +22,11 @@ CHRUN_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 log = misc.log
 
 
+# CRI MountPropagation -> the keeper's "mount --make-rX".
+PROPAGATION = { pb.MountPropagation.PROPAGATION_PRIVATE: "private",
+                pb.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "slave" }
+
+
 ## Functions ##
 
 def env_merge(image_env, envs):
@@ -84,11 +89,21 @@ def security_unapplied(config):
    for f in ("masked_paths", "readonly_paths", "supplemental_groups"):
       if (getattr(sc, f)):
          out.append("security_context." + f)
-   r = config.linux.resources
-   if (r.memory_limit_in_bytes or r.cpu_quota or r.cpu_shares
-       or r.cpuset_cpus):
-      out.append("resources")
    return out
+
+
+def pidns_mode(config, pod):
+   """Return (mode, target) for the container's PID namespace: "container"
+      (its own; the kubelet's default), "pod" (shared by the pod), "node"
+      (the host's) or "target" (another container's, target)."""
+   ns = config.linux.security_context.namespace_options
+   if (ns.pid == pb.NamespaceMode.TARGET):
+      if (not ns.target_id):
+         raise err.Invalid_Argument("config.linux.security_context."
+                                    "namespace_options.target_id: empty")
+      return ("target", ns.target_id)
+   return ({ pb.NamespaceMode.CONTAINER: "container",
+             pb.NamespaceMode.NODE: "node" }.get(ns.pid, "pod"), None)
 
 
 def signal_parse(name):
@@ -134,6 +149,7 @@ def make(ch, images, pod, config, image_id):
       log_path = os.path.join(pod.config.log_directory, config.log_path)
    (mounts, binds, mkpaths) = mounts_make(pod, config)
    mkpaths.append((cwd, "dir"))
+   (pidns, pidns_target) = pidns_mode(config, pod)
    unapplied = security_unapplied(config)
    if (unapplied):
       log.warning("container %s: not applied (see ch-cri(1), "
@@ -144,7 +160,8 @@ def make(ch, images, pod, config, image_id):
             "stdin_once": config.stdin_once,
             "write": not config.linux.security_context.readonly_rootfs,
             "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
-            "stop_signal": signal_parse(icfg.get("StopSignal")) }
+            "stop_signal": signal_parse(icfg.get("StopSignal")),
+            "pidns": pidns, "pidns_target": pidns_target }
 
 
 def user_resolve(config, image_user, root):
@@ -213,9 +230,15 @@ def mounts_make(pod, config):
          raise err.Invalid_Argument(
             "%s.propagation: PROPAGATION_BIDIRECTIONAL is impossible: mounts "
             "in a user namespace never propagate to the host" % f)
-      if (m.recursive_read_only):
-         raise err.Invalid_Argument("%s.recursive_read_only: not "
-                                    "supported" % f)
+      if (m.recursive_read_only and not m.readonly):
+         raise err.Invalid_Argument("%s.recursive_read_only: needs "
+                                    "readonly" % f)
+      if (m.recursive_read_only
+          and m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
+         raise err.Invalid_Argument("%s.recursive_read_only: needs "
+                                    "propagation PROPAGATION_PRIVATE "
+                                    "(later submounts would be writable)"
+                                    % f)
       if (m.HasField("image") and m.image.image):
          raise err.Unimplemented("%s.image: image volumes are not "
                                  "supported" % f)
@@ -237,16 +260,17 @@ def mounts_make(pod, config):
                                        % (f, m.host_path, x.strerror))
       targets.add(dst)
       if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
-         if (m.readonly):
-            raise err.Invalid_Argument("%s.readonly: %s can only be "
-                                       "mounted read-write" % (f, dst))
+         if (m.readonly or m.propagation):
+            raise err.Invalid_Argument("%s: %s can only be mounted "
+                                       "read-write and private" % (f, dst))
          binds.append((m.host_path, dst))
          if (not dst.startswith("/tmp")):
             mkpaths.append((dst, "dir" if os.path.isdir(m.host_path)
                                   else "file"))
       else:
          mounts.append({ "src": m.host_path, "dst": dst,
-                         "ro": m.readonly })
+                         "ro": m.readonly, "rro": m.recursive_read_only,
+                         "propagation": PROPAGATION[m.propagation] })
    for name in ("hosts", "resolv.conf", "hostname"):
       dst = "/etc/" + name
       if (dst not in targets):

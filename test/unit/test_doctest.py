@@ -12,7 +12,8 @@ import pytest
 # is worth noticing)
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
             "cri.config": True, "cri.images": True, "cri.container": False,
-            "cri.cni": True, "cri.sandbox": True, "cri.spec": True,
+            "cri.cgroups": True, "cri.cni": True, "cri.sandbox": True,
+            "cri.spec": True,
             "cri.spdy": True, "cri.streaming": True, "cri.store": True }
 
 

@@ -1,0 +1,219 @@
+# The keeper's process spawning: a container or exec in a PID namespace of
+# its own (or another container's), with the keeper as its parent.
+#
+# Standard library only (the keeper's rule). The keeper has no threads, so
+# it may fork. To put a process in a new PID namespace and still be its
+# parent (and so get its exact wait status), the keeper is a child
+# subreaper and forks twice:
+#
+#    keeper ── A: unshare(PID) or setns(PID); fork ── B (PID 1, or a PID in
+#                 the target namespace); A exits, B is re-parented to us
+#
+# B makes its own mount namespace with a /proc for its PID namespace (so
+# ch-run, which binds /proc, shows the container only its processes), sets
+# up its stdio and session, and execs argv. A and B report on a pipe:
+# "pid N" (B's PID here), "mntns M" (B's mount namespace before it execs),
+# or "error MSG"; end of file means B exec'd or died.
+
+import ctypes
+import fcntl
+import os
+import select
+import termios
+
+
+## Constants ##
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_PRIVATE = 1 << 18
+PR_SET_CHILD_SUBREAPER = 36
+
+
+## Globals ##
+
+libc = None
+
+
+## Exceptions ##
+
+class Spawn_Error(Exception):
+   "The process could not be started; the message says why."
+
+
+## Functions ##
+
+def libc_call(name, *args):
+   "Call libc function name; raise OSError with errno if it fails."
+   global libc
+   if (libc is None):
+      libc = ctypes.CDLL(None, use_errno=True)
+   if (getattr(libc, name)(*args) != 0):
+      e = ctypes.get_errno()
+      raise OSError(e, "%s: %s" % (name, os.strerror(e)))
+
+
+def subreaper_set():
+   "Become the parent of orphans among our descendants."
+   libc_call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def fds_apply(fa):
+   "In the child: apply posix_spawn-style file actions (DUP2 and OPEN)."
+   for a in fa:
+      if (a[0] == os.POSIX_SPAWN_DUP2):
+         os.dup2(a[1], a[2])
+      elif (a[0] == os.POSIX_SPAWN_OPEN):
+         fd = os.open(a[2], a[3], a[4])
+         if (fd != a[1]):
+            os.dup2(fd, a[1])
+            os.close(fd)
+   keep = { a[2] if a[0] == os.POSIX_SPAWN_DUP2 else a[1] for a in fa }
+   for name in os.listdir("/proc/self/fd"):
+      fd = int(name)
+      if (fd > 2 and fd not in keep):
+         try:
+            os.set_inheritable(fd, False)
+         except OSError:
+            pass
+
+
+def init_loop(keeper_fd):
+   """Be a pod's PID 1 when it has no main process of its own: reap
+      orphans until killed or the keeper (pidfd keeper_fd) is gone; our
+      exit ends the PID namespace. Never returns."""
+   while not select.select([keeper_fd], [], [], 1)[0]:
+      try:
+         while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+      except ChildProcessError:
+         pass
+   os._exit(0)
+
+
+def cgroups_join(procs, pid="0"):
+   "Move process pid (0: ourselves) into the cgroups whose cgroup.procs"
+   for p in procs:
+      with open(p, "w") as fp:
+         fp.write(str(pid))
+
+
+def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs):
+   """B: make a mount namespace with a /proc for our PID namespace if
+      proc_p, report, exec argv (or with argv None, be an init). Never
+      returns."""
+   try:
+      if (proc_p):
+         libc_call("unshare", CLONE_NEWNS)
+         libc_call("mount", b"none", b"/proc", None, MS_PRIVATE, None)
+         libc_call("mount", b"proc", b"/proc", b"proc",
+                   MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+      os.write(w, b"mntns %d\n" % os.stat("/proc/self/ns/mnt").st_ino)
+      cgroups_join(procs)
+      os.setsid()
+      if (argv is None):
+         os.close(w)
+         fds_apply([(os.POSIX_SPAWN_OPEN, n, "/dev/null", os.O_RDWR, 0)
+                    for n in (0, 1, 2)])
+         os.closerange(3, keeper_fd)
+         os.closerange(keeper_fd + 1, 1 << 16)
+         init_loop(keeper_fd)
+      fds_apply(fa)
+      if (tty):
+         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+      os.execvpe(argv[0], argv, env)
+   except BaseException as x:
+      try:
+         os.write(w, b"error %s\n"
+                  % ("%s: %s" % (argv[0], x)).encode(errors="replace"))
+      finally:
+         os._exit(127)
+
+
+def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs):
+   "A: enter or make the PID namespace, fork B, report its PID, exit."
+   try:
+      if (join_pid is None):
+         libc_call("unshare", CLONE_NEWPID)
+      else:
+         fd = os.open("/proc/%d/ns/pid" % join_pid, os.O_RDONLY)
+         libc_call("setns", fd, CLONE_NEWPID)
+         os.close(fd)
+      keeper_fd = os.pidfd_open(os.getppid())
+      pid = os.fork()
+      if (pid == 0):
+         child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs)
+      os.write(w, b"pid %d\n" % pid)
+      os._exit(0)
+   except BaseException as x:
+      try:
+         os.write(w, b"error %s\n" % str(x).encode(errors="replace"))
+      finally:
+         os._exit(127)
+
+
+def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=()):
+   """Start argv with environment env and posix_spawn file actions fa in
+      a new session (with the tty on fd 0 as controlling terminal if tty).
+      pidns None: in our PID namespace; "new": as PID 1 of a new one; an
+      int: in the PID namespace of that process. With argv None, start a
+      reaping init instead. proc_p False (for ch-run --join-pid, which
+      needs the host's /proc) keeps our mount namespace. The process joins
+      the cgroups whose cgroup.procs files procs lists before it execs
+      (in our PID namespace, just after). Return (pid, mntns): our child's PID, and with
+      a PID namespace the mount namespace it made for its /proc (ch-run
+      makes another). Raise Spawn_Error."""
+   if (pidns is None):
+      pre = ["setsid", "-c"] if tty else ["setsid"]
+      try:
+         pid = os.posix_spawnp("setsid", pre + argv, env, file_actions=fa)
+      except OSError as x:
+         raise Spawn_Error("%s: %s" % (argv[0], x.strerror))
+      try:
+         cgroups_join(procs, pid)
+      except OSError as x:
+         os.kill(pid, 9)
+         raise Spawn_Error("cgroup: %s" % x)
+      return (pid, None)
+   (r, w) = os.pipe()
+   a = os.fork()
+   if (a == 0):
+      os.close(r)
+      child_a(w, argv, env, fa, tty, None if pidns == "new" else pidns,
+              proc_p, procs)
+   os.close(w)
+   out = b""
+   with os.fdopen(r, "rb") as fp:
+      out = fp.read(4096)     # until B execs (close-on-exec) or dies
+   os.waitpid(a, 0)
+   info = dict(l.split(b" ", 1) for l in out.splitlines() if b" " in l)
+   if (b"pid" not in info):
+      raise Spawn_Error((info.get(b"error") or b"no PID").decode())
+   pid = int(info[b"pid"])
+   if (b"error" in info):
+      try:
+         os.waitpid(pid, 0)
+      except ChildProcessError:
+         pass
+      raise Spawn_Error(info[b"error"].decode())
+   mntns = int(info[b"mntns"]) if b"mntns" in info else None
+   return (pid, mntns)
+
+
+def strays_reap(known):
+   """Reap our exited children that are not in known (orphans re-parented
+      to us as subreaper); leave the others to their owners."""
+   try:
+      with open("/proc/self/task/%d/children" % os.getpid()) as fp:
+         kids = [int(p) for p in fp.read().split()]
+   except OSError:
+      return
+   for pid in kids:
+      if (pid not in known):
+         try:
+            os.waitpid(pid, os.WNOHANG)
+         except ChildProcessError:
+            pass
