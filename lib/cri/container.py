@@ -16,6 +16,7 @@ import cri.cgroups as cgroups
 import cri.errors as err
 import cri.keeper_conn as kc
 import cri.sandbox as sb
+import cri.security
 import cri.store as st
 import cri.spec
 
@@ -23,6 +24,9 @@ from cri_api.v1 import api_pb2 as pb
 
 
 ## Constants ##
+
+# Where ch-cri-init appears inside containers.
+INIT_PATH = "/.ch-cri-init"
 
 EXEC_OUTPUT_MAX = 16 * 2**20
 FOREVER = 10 * 365 * 86400
@@ -121,7 +125,8 @@ class Container:
 class Containers:
    "Container operations over a Store."
 
-   def __init__(self, store, ch, pods, images, cg=None):
+   def __init__(self, store, ch, pods, images, cg=None, init=None):
+      self.init = init         # ch-cri-init on the host
       self.store = store
       self.ch = ch
       self.pods = pods
@@ -216,8 +221,14 @@ class Containers:
                                           % c.pod_id)
          s = c.spec
          merged = os.path.join(c.dir_, "rootfs", "merged")
-         argv = self.ch.run_argv(merged, s["argv"], s["env"], s["cwd"],
-                                 s["uid"], s["gid"], s["binds"], s["write"])
+         sec = s.get("security") if self.init else None
+         argv = self.ch.run_argv(merged,
+                                 cri.security.init_argv(INIT_PATH, sec)
+                                 + s["argv"], s["env"], s["cwd"], s["uid"],
+                                 s["gid"], s["binds"], s["write"])
+         mounts = list(s["mounts"])
+         if (sec is not None):
+            mounts.append({ "src": self.init, "dst": INIT_PATH, "ro": True })
          rootfs = { "lower": self.ch.image_path(c.image_id),
                     "upper": os.path.join(c.dir_, "rootfs", "upper"),
                     "work": os.path.join(c.dir_, "rootfs", "work"),
@@ -235,7 +246,9 @@ class Containers:
                           stdin=s["stdin"],
                           stdin_once=s.get("stdin_once", False),
                           rootfs=rootfs,
-                          mounts=s["mounts"], mkpaths=s["mkpaths"],
+                          mounts=mounts, mkpaths=s["mkpaths"],
+                          masked=(sec or {}).get("masked", []),
+                          readonly=(sec or {}).get("readonly", []),
                           pidns=s.get("pidns", "node"),
                           pidns_target=s.get("pidns_target"),
                           cgroups=procs,
@@ -335,8 +348,7 @@ class Containers:
       pid = self.running_pid(c)
       pod = self.pods.get(c.pod_id)
       s = c.spec
-      argv = self.ch.exec_argv(os.path.join(c.dir_, "rootfs", "merged"), pid,
-                               list(cmd), s["env"], s["cwd"])
+      argv = self.exec_argv(c, pid, cmd, s["env"])
       try:
          res = kc.call(pod.sock, "exec", limit=(timeout or FOREVER) + 30,
                        id=c.id_, argv=argv, env=self.ch.run_env(),
@@ -349,6 +361,15 @@ class Containers:
                                      % (list(cmd)[0], timeout))
       return (base64.b64decode(res["stdout"]), base64.b64decode(res["stderr"]),
               res["exit_code"])
+
+   def exec_argv(self, c, pid, cmd, env):
+      """Return the argv running cmd in running container c (main process
+         pid) with environment env, under the container's security."""
+      return self.ch.exec_argv(os.path.join(c.dir_, "rootfs", "merged"), pid,
+                               cri.security.init_argv(
+                                  INIT_PATH, c.spec.get("security")
+                                  if self.init else None, exec_p=True)
+                               + list(cmd), env, c.spec["cwd"])
 
    def running_pid(self, c):
       if (c.state != pb.ContainerState.CONTAINER_RUNNING):

@@ -264,7 +264,8 @@ def op_start(conn, req):
    try:
       (pid, mntns_pre) = keeper_ns.spawn(argv, req["env"], fa,
                                          bool(req.get("tty")), pidns,
-                                         procs=req.get("cgroups") or ())
+                                         procs=req.get("cgroups") or (),
+                                         ops=premount_ops(c.merged, req))
    finally:
       for fd in closers:
          os.close(fd)
@@ -285,6 +286,20 @@ def op_start(conn, req):
    c.status["mntns"] = ns
    c.save()
    return { "status": c.status }
+
+
+def premount_ops(merged, req):
+   """Return keeper_ns.premounts_apply()'s ops for the container's masked
+      and read-only paths: those in /proc, /sys and /dev as they are (ch-run
+      binds ours), the others inside the container's root."""
+   ops = []
+   for (kind, key) in (("mask", "masked"), ("ro", "readonly")):
+      for p in req.get(key) or []:
+         if (p.startswith(("/proc/", "/sys/", "/dev/"))):
+            ops.append((kind, p))
+         else:
+            ops.append((kind, path_in_root(merged, p)))
+   return ops
 
 
 def pidns_of(mode, target):

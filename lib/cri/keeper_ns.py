@@ -29,7 +29,12 @@ CLONE_NEWPID = 0x20000000
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
 MS_PRIVATE = 1 << 18
+# statvfs f_flag bits that mount(2) takes back, same values (ST_* = MS_*):
+# a remount must repeat the locked ones (nosuid, nodev, noexec, atime).
+ST_KEEP = 2 | 4 | 8 | 1024 | 2048 | 4096
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -101,7 +106,27 @@ def cgroups_join(procs, pid="0"):
          fp.write(str(pid))
 
 
-def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs):
+def premounts_apply(ops):
+   """In B's own mount namespace: for ("mask", path) hide path (/dev/null
+      over a file, an empty read-only tmpfs over a directory); for ("ro",
+      path) make it read-only. Paths that do not exist are skipped."""
+   for (kind, path) in ops:
+      if (not os.path.lexists(path)):
+         continue
+      p = path.encode()
+      if (kind == "mask"):
+         if (os.path.isdir(path)):
+            libc_call("mount", b"tmpfs", p, b"tmpfs", 1, b"size=0")
+         else:
+            libc_call("mount", b"/dev/null", p, None, MS_BIND, None)
+      else:
+         libc_call("mount", p, p, None, MS_BIND | (1 << 14), None)  # MS_REC
+         flags = os.statvfs(path).f_flag & ST_KEEP
+         libc_call("mount", p, p, None,
+                   MS_BIND | MS_REMOUNT | 1 | flags, None)   # 1: MS_RDONLY
+
+
+def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
    """B: make a mount namespace with a /proc for our PID namespace if
       proc_p, report, exec argv (or with argv None, be an init). Never
       returns."""
@@ -111,6 +136,9 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs):
          libc_call("mount", b"none", b"/proc", None, MS_PRIVATE, None)
          libc_call("mount", b"proc", b"/proc", b"proc",
                    MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+      if (ops and not proc_p):
+         libc_call("unshare", CLONE_NEWNS)
+      premounts_apply(ops)
       os.write(w, b"mntns %d\n" % os.stat("/proc/self/ns/mnt").st_ino)
       cgroups_join(procs)
       os.setsid()
@@ -133,10 +161,12 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs):
          os._exit(127)
 
 
-def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs):
+def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs, ops):
    "A: enter or make the PID namespace, fork B, report its PID, exit."
    try:
-      if (join_pid is None):
+      if (join_pid == "host"):
+         proc_p = False
+      elif (join_pid is None):
          libc_call("unshare", CLONE_NEWPID)
       else:
          fd = os.open("/proc/%d/ns/pid" % join_pid, os.O_RDONLY)
@@ -145,7 +175,7 @@ def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs):
       keeper_fd = os.pidfd_open(os.getppid())
       pid = os.fork()
       if (pid == 0):
-         child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs)
+         child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops)
       os.write(w, b"pid %d\n" % pid)
       os._exit(0)
    except BaseException as x:
@@ -155,7 +185,8 @@ def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs):
          os._exit(127)
 
 
-def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=()):
+def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
+          ops=()):
    """Start argv with environment env and posix_spawn file actions fa in
       a new session (with the tty on fd 0 as controlling terminal if tty).
       pidns None: in our PID namespace; "new": as PID 1 of a new one; an
@@ -163,9 +194,12 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=()):
       reaping init instead. proc_p False (for ch-run --join-pid, which
       needs the host's /proc) keeps our mount namespace. The process joins
       the cgroups whose cgroup.procs files procs lists before it execs
-      (in our PID namespace, just after). Return (pid, mntns): our child's PID, and with
+      (in our PID namespace, just after), and applies premounts_apply()'s
+      ops in a mount namespace of its own. Return (pid, mntns): our child's PID, and with
       a PID namespace the mount namespace it made for its /proc (ch-run
       makes another). Raise Spawn_Error."""
+   if (pidns is None and ops):
+      pidns = "host"
    if (pidns is None):
       pre = ["setsid", "-c"] if tty else ["setsid"]
       try:
@@ -183,7 +217,7 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=()):
    if (a == 0):
       os.close(r)
       child_a(w, argv, env, fa, tty, None if pidns == "new" else pidns,
-              proc_p, procs)
+              proc_p, procs, ops)
    os.close(w)
    out = b""
    with os.fdopen(r, "rb") as fp:

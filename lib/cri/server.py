@@ -49,8 +49,9 @@ class Start_Error(Exception):
 
 ## Functions ##
 
-def serve(cfg, version, python):
-   """Run the server with settings cfg until a signal asks it to stop."""
+def serve(cfg, version, python, init):
+   """Run the server with settings cfg until a signal asks it to stop.
+      init is ch-cri-init's path."""
    ch = charlie.Charliecloud(cfg["storage_dir"], cfg["state_dir"],
                              python=python)
    try:
@@ -82,7 +83,7 @@ def serve(cfg, version, python):
    cg = cri.cgroups.Cgroups()
    if (not cg.usable):
       log.warning("container resources not enforced: %s", cg.reason)
-   ctrs = cri.container.Containers(state, ch, pods, store, cg)
+   ctrs = cri.container.Containers(state, ch, pods, store, cg, init)
    store.in_use = ctrs.image_user
    info = { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
@@ -91,6 +92,7 @@ def serve(cfg, version, python):
                               "run_features": ch.run_features,
                               "storage": ch.storage },
             "euid": os.geteuid(),
+            "init": init,
             "network": (net.source if net.ready else None),
             "cgroups": (cri.cgroups.ROOT if cg.usable else None),
             "config": cfg["config"],

@@ -6,6 +6,7 @@ import signal
 
 import misc
 import cri.errors as err
+import cri.security
 
 from cri_api.v1 import api_pb2 as pb
 
@@ -72,23 +73,19 @@ def db_lookup(path, key, by_name):
 
 
 def security_unapplied(config):
-   """Return the names of the security and resource fields set in config
-      that ch-cri does not apply yet, so they can be logged rather than
-      silently dropped."""
+   """Return the names of the security fields set in config that ch-cri
+      cannot apply (fully), so they are logged rather than silently
+      dropped. See ch-cri(1), Limitations."""
    sc = config.linux.security_context
    out = []
-   for f in ("privileged", "no_new_privs"):
-      if (getattr(sc, f)):
-         out.append("security_context." + f)
-   if (sc.capabilities.add_capabilities or sc.capabilities.drop_capabilities
-       or sc.capabilities.add_ambient_capabilities):
-      out.append("security_context.capabilities")
-   for f in ("seccomp", "apparmor", "selinux_options"):
+   if (sc.privileged):
+      out.append("security_context.privileged (capabilities inside the "
+                 "container's own user namespace only)")
+   for f in ("apparmor", "selinux_options"):
       if (sc.HasField(f)):
          out.append("security_context." + f)
-   for f in ("masked_paths", "readonly_paths", "supplemental_groups"):
-      if (getattr(sc, f)):
-         out.append("security_context." + f)
+   if (sc.supplemental_groups):
+      out.append("security_context.supplemental_groups")
    return out
 
 
@@ -150,6 +147,7 @@ def make(ch, images, pod, config, image_id):
    (mounts, binds, mkpaths) = mounts_make(pod, config)
    mkpaths.append((cwd, "dir"))
    (pidns, pidns_target) = pidns_mode(config, pod)
+   sec = cri.security.make(config)
    unapplied = security_unapplied(config)
    if (unapplied):
       log.warning("container %s: not applied (see ch-cri(1), "
@@ -161,7 +159,8 @@ def make(ch, images, pod, config, image_id):
             "write": not config.linux.security_context.readonly_rootfs,
             "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
             "stop_signal": signal_parse(icfg.get("StopSignal")),
-            "pidns": pidns, "pidns_target": pidns_target }
+            "pidns": pidns, "pidns_target": pidns_target,
+            "security": sec }
 
 
 def user_resolve(config, image_user, root):

@@ -116,8 +116,7 @@ class Keeper_Backend:
       env = list(s["env"])
       if (tty and not any(e.startswith("TERM=") for e in env)):
          env.append("TERM=xterm")
-      argv = self.ch.exec_argv(os.path.join(c.dir_, "rootfs", "merged"),
-                               pid, list(cmd), env, s["cwd"])
+      argv = self.ctrs.exec_argv(c, pid, cmd, env)
       (sock, res, fds, rest) = kc.stream_open(
          pod.sock, "exec_stream", id=c.id_, argv=argv, env=self.ch.run_env(),
          tty=bool(tty), stdin=bool(stdin))
