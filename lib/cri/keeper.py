@@ -276,12 +276,22 @@ def op_start(conn, req):
       os.set_blocking(fd, False)
       sel.register(fd, selectors.EVENT_READ, ("out", c))
    sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
-   # ch-run makes the container's mount namespace at once; wait for it
-   # (bounded) so "signal all" can find the container's processes.
-   for _ in range(2000):
+   # ch-run makes the container's mount namespace at once, and its root
+   # soon after: wait (bounded) for both, so that "signal all" finds the
+   # container's processes and an exec joining the namespace finds the
+   # container's root rather than ours.
+   root = os.stat("/")
+   for _ in range(5000):
       ns = mntns_of(pid)
-      if (ns is None or ns not in (mntns_self, mntns_pre)):
+      if (ns is None):
          break
+      if (ns not in (mntns_self, mntns_pre)):
+         try:
+            r = os.stat("/proc/%d/root/" % pid)
+         except OSError:
+            break
+         if ((r.st_dev, r.st_ino) != (root.st_dev, root.st_ino)):
+            break
       time.sleep(0.001)
    c.status["mntns"] = ns
    c.save()

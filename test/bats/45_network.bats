@@ -77,7 +77,7 @@ http_get () {
    [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "root has a pod network"
    pod_json n0 > "${work}/pod.json"
    pod=$(crictl runp "${work}/pod.json")
-   [[ $(crictl inspectp "$pod" | jq -r .status.network.ip) == "" ]]
+   [[ $(crictl inspectp "$pod" | jq -r ".status.network.ip // \"\"") == "" ]]
 }
 
 @test 'pod IP reachable from the host and from another pod; host port' {

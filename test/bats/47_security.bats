@@ -1,0 +1,189 @@
+# Isolation and security context against the live ch-cri at
+# $CH_CRI_TEST_SOCKET (root and unprivileged): PID namespaces, capabilities,
+# seccomp, no_new_privs, masked and read-only paths, resources; and every
+# refused field named in its error.
+
+load ../common
+
+setup () {
+   scope standard
+   live_server_or_skip
+   work=$(mktemp -d /tmp/ch-cri-sec.XXXXXX)
+   chmod 755 "$work"
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+   crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
+}
+
+teardown () {
+   for p in $(crictl pods -q --label ch-cri-test=sec 2>/dev/null); do
+      crictl stopp "$p" > /dev/null 2>&1 || true
+      crictl rmp "$p" > /dev/null 2>&1 || true
+   done
+   rm -rf "$work"
+}
+
+crictl () {
+   crictl_ "$sock" "$@"
+}
+
+# Write the pod config for pod $1 with PID namespace mode $2 (0 POD,
+# 1 CONTAINER, 2 NODE) to $work/$1.json and start it; print its ID.
+pod_run () {
+   cat > "${work}/$1.json" <<EOF
+{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
+ "log_directory": "${work}/logs/$1", "labels": {"ch-cri-test": "sec"},
+ "linux": {"security_context": {"namespace_options": {"pid": ${2:-0}}}}}
+EOF
+   crictl runp "${work}/$1.json"
+}
+
+# Write container config $2 (in pod $1) with "linux" object $3 and
+# command "sleep 600"; print the create command's output (ID or error).
+ctr_create () {
+   local pod=$1 name=$2 linux=${3:-\{\}} mounts=${4:-[]}
+   cat > "${work}/${name}.json" <<EOF
+{"metadata": {"name": "${name}"},
+ "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": ["sleep", "600"], "log_path": "${name}.log",
+ "labels": {"ch-cri-test": "sec"}, "linux": ${linux}, "mounts": ${mounts}}
+EOF
+   crictl create "$(crictl pods -q --name "$pod")" "${work}/${name}.json" \
+          "${work}/${pod}.json" 2>&1
+}
+
+ctr_run () {
+   local id
+   id=$(ctr_create "$@") || { echo "$id"; return 1; }
+   crictl start "$id" > /dev/null || return 1
+   echo "$id"
+}
+
+# Assert that creating container $2 with linux $3 (mounts $4) fails with
+# an error that names field $5.
+refused () {
+   run ctr_create "$1" "$2" "$3" "${4:-[]}"
+   echo "$output"
+   [[ $status -ne 0 ]]
+   [[ $output == *InvalidArgument* ]]
+   [[ $output == *"$5"* ]]
+}
+
+@test 'refused security fields are named in the error' {
+   pod_run r > /dev/null
+   sc=config.linux.security_context
+   refused r c1 '{"security_context": {"capabilities": {"add_capabilities": ["BOGUS"]}}}' \
+      '[]' "${sc}.capabilities.add_capabilities"
+   refused r c2 '{"security_context": {"seccomp": {"profile_type": 2, "localhost_ref": "rel.json"}}}' \
+      '[]' "${sc}.seccomp.localhost_ref"
+   refused r c3 '{"security_context": {"seccomp": {"profile_type": 2, "localhost_ref": "/nonexistent/p.json"}}}' \
+      '[]' "${sc}.seccomp.localhost_ref"
+   refused r c4 '{"security_context": {"masked_paths": ["/a/../../etc"]}}' \
+      '[]' "${sc}.masked_paths[0]"
+   refused r c5 '{"security_context": {"readonly_paths": ["etc"]}}' \
+      '[]' "${sc}.readonly_paths[0]"
+   refused r c6 '{"security_context": {"seccomp_profile_path": "bogus"}}' \
+      '[]' "${sc}.seccomp_profile_path"
+   refused r c7 '{"security_context": {"namespace_options": {"pid": 3}}}' \
+      '[]' "${sc}.namespace_options.target_id"
+   refused r c8 '{}' "[{\"host_path\": \"${work}\", \"container_path\": \"/mnt\", \"recursive_read_only\": true}]" \
+      'config.mounts[0].recursive_read_only'
+   refused r c9 '{}' "[{\"host_path\": \"${work}\", \"container_path\": \"/mnt\", \"readonly\": true, \"recursive_read_only\": true, \"propagation\": 1}]" \
+      'config.mounts[0].recursive_read_only'
+   refused r c10 '{}' "[{\"host_path\": \"${work}\", \"container_path\": \"/mnt\", \"propagation\": 2}]" \
+      'config.mounts[0].propagation'
+}
+
+@test 'capabilities: the default set, drop ALL, add; no_new_privs' {
+   pod_run caps > /dev/null
+   c=$(ctr_run caps c-default)
+   crictl exec "$c" grep -q 'CapEff:.*a80425fb' /proc/self/status
+   # ch-run always sets no_new_privs (see ch-cri(1), Limitations).
+   crictl exec "$c" grep -q 'NoNewPrivs:.*1' /proc/self/status
+   c=$(ctr_run caps c-none '{"security_context": {"capabilities": {"drop_capabilities": ["ALL"]}, "no_new_privs": true}}')
+   crictl exec "$c" grep -q 'CapBnd:.*0000000000000000' /proc/self/status
+   crictl exec "$c" grep -q 'NoNewPrivs:.*1' /proc/self/status
+   c=$(ctr_run caps c-add '{"security_context": {"capabilities": {"drop_capabilities": ["ALL"], "add_capabilities": ["SYS_ADMIN"]}}}')
+   crictl exec "$c" grep -q 'CapEff:.*0000000000200000' /proc/self/status
+}
+
+@test 'seccomp: RuntimeDefault, Localhost, Unconfined' {
+   pod_run sc > /dev/null
+   # With SYS_ADMIN, root may mount in its own user namespace, unless the
+   # default profile refuses mount(2).
+   admin='"capabilities": {"add_capabilities": ["SYS_ADMIN"]}'
+   c=$(ctr_run sc s-default "{\"security_context\": {${admin}, \"seccomp\": {\"profile_type\": 0}}}")
+   crictl exec "$c" grep -q 'Seccomp:.*2' /proc/self/status
+   run crictl exec "$c" mount -t tmpfs none /mnt
+   [[ $status -ne 0 ]]
+   c=$(ctr_run sc s-none "{\"security_context\": {${admin}, \"seccomp\": {\"profile_type\": 1}}}")
+   crictl exec "$c" grep -q 'Seccomp:.*0' /proc/self/status
+   crictl exec "$c" mount -t tmpfs none /mnt
+   cat > "${work}/prof.json" <<'EOF'
+{"defaultAction": "SCMP_ACT_ALLOW",
+ "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2", "nosuchcall"],
+               "action": "SCMP_ACT_ERRNO"}]}
+EOF
+   chmod 644 "${work}/prof.json"
+   c=$(ctr_run sc s-local "{\"security_context\": {\"seccomp\": {\"profile_type\": 2, \"localhost_ref\": \"${work}/prof.json\"}}}")
+   run crictl exec "$c" chmod 400 /
+   [[ $status -ne 0 && $output == *"Operation not permitted"* ]]
+}
+
+@test 'masked and read-only paths' {
+   pod_run mp > /dev/null
+   c=$(ctr_run mp m1 '{"security_context": {"masked_paths": ["/bin/ls", "/sys/firmware", "/nonexistent"], "readonly_paths": ["/etc", "/tmp", "/proc/sys"]}}')
+   run crictl exec "$c" /bin/sh -c ls
+   [[ $output == *"ls: Permission denied"* ]]
+   [[ -z $(crictl exec "$c" ls /sys/firmware) ]]
+   run crictl exec "$c" touch /etc/x
+   [[ $output == *"Read-only file system"* ]]
+   run crictl exec "$c" touch /tmp/x
+   [[ $output == *"Read-only file system"* ]]
+   run crictl exec "$c" sh -c 'echo 1 > /proc/sys/kernel/shm_rmid_forced'
+   [[ $status -ne 0 ]]
+   # Other paths stay writable.
+   crictl exec "$c" touch /root-ok
+}
+
+@test 'PID namespaces: POD shares one, CONTAINER has its own' {
+   pod_run shared 0 > /dev/null
+   a=$(ctr_run shared pa)
+   b=$(ctr_run shared pb)
+   # Both sleeps, and none of the host's (the test's own sleep included).
+   sleep 600 &
+   host_sleep=$!
+   [[ $(crictl exec "$b" pgrep -c sleep) -eq 2 ]]
+   kill "$host_sleep"
+   pod_run own 1 > /dev/null
+   c=$(ctr_run own pc '{"security_context": {"namespace_options": {"pid": 1}}}')
+   [[ $(crictl exec "$c" cat /proc/1/cmdline | tr '\0' ' ') == "sleep 600 " ]]
+   [[ $(crictl exec "$c" pgrep -c sleep) -eq 1 ]]
+   # Stop reaches PID 1 (SIGTERM is ignored by a PID 1 without a handler,
+   # so the grace period ends in SIGKILL).
+   crictl stop -t 1 "$c" > /dev/null
+   [[ $(crictl inspect "$c" | jq -r .status.exitCode) -eq 137 ]]
+   [[ -n $(crictl exec "$a" true && echo alive) ]]
+}
+
+@test 'memory limit: OOMKilled (root)' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "cgroups need a root ch-cri"
+   pod_run oom > /dev/null
+   cat > "${work}/o2.json" <<EOF
+{"metadata": {"name": "o2"},
+ "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+ "log_path": "o2.log", "labels": {"ch-cri-test": "sec"},
+ "linux": {"resources": {"memory_limit_in_bytes": 20971520}}}
+EOF
+   id=$(crictl create "$(crictl pods -q --name oom)" "${work}/o2.json" \
+                      "${work}/oom.json")
+   crictl start "$id" > /dev/null
+   for (( i = 0; i < 100; i++ )); do
+      [[ $(crictl inspect "$id" | jq -r .status.state) == CONTAINER_EXITED ]] \
+         && break
+      sleep 0.1
+   done
+   crictl inspect "$id" | jq -r .status.reason | grep -qx OOMKilled
+   [[ $(crictl inspect "$id" | jq -r .status.exitCode) -eq 137 ]]
+}
