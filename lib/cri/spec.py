@@ -251,12 +251,20 @@ def mounts_make(pod, config):
       if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
          raise err.Invalid_Argument("%s.container_path: %s is mounted by "
                                     "Charliecloud from the host" % (f, dst))
-      if (not os.path.exists(m.host_path)):
+      try:
+         os.stat(m.host_path)
+      except FileNotFoundError:
          try:
             os.makedirs(m.host_path, 0o755)
          except OSError as x:
             raise err.Invalid_Argument("%s.host_path: can't create %s: %s"
                                        % (f, m.host_path, x.strerror))
+      except OSError as x:
+         # Typically a root kubelet's pod directory (mode 0750) seen by an
+         # unprivileged ch-cri: the path exists, we just can't reach it.
+         raise err.Failed_Precondition(
+            "%s.host_path: can't access %s: %s (ch-cri runs as uid %d)"
+            % (f, m.host_path, x.strerror, os.geteuid()))
       targets.add(dst)
       if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
          if (m.readonly or m.propagation):
