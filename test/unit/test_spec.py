@@ -27,7 +27,8 @@ def test_mount_missing_host_path_created(tmp_path):
    want = tmp_path / "new" / "dir"
    (mounts, _, _) = cri.spec.mounts_make(pod, config_mounting(str(want)))
    assert want.is_dir()
-   assert mounts == [{ "src": str(want), "dst": "/data", "ro": False }]
+   assert mounts == [{ "src": str(want), "dst": "/data", "ro": False,
+                       "rro": False, "propagation": "private" }]
 
 
 def test_mount_unreachable_host_path(tmp_path, monkeypatch):
