@@ -69,6 +69,33 @@ class Unimplemented(CRI_Error):
 
 ## Functions ##
 
+def request_decoding(handler):
+   """Return RPC method handler with its request parsed by the method
+      itself, so a request that is no valid message (e.g. invalid UTF-8
+      in a string) gets INVALID_ARGUMENT; gRPC would answer INTERNAL."""
+   decode = handler.request_deserializer
+   if (decode is None or handler.request_streaming):
+      return handler
+   def request_parse(raw, context):
+      try:
+         return decode(raw)
+      except Exception as x:
+         log.log(misc.LOG_LEVELS["verbose"], "malformed request: %s", x)
+         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                       "malformed request: %s" % x)
+   if (handler.response_streaming):
+      inner = handler.unary_stream
+      def method(raw, context):
+         return inner(request_parse(raw, context), context)
+      return grpc.unary_stream_rpc_method_handler(
+         method, response_serializer=handler.response_serializer)
+   inner = handler.unary_unary
+   def method(raw, context):
+      return inner(request_parse(raw, context), context)
+   return grpc.unary_unary_rpc_method_handler(
+      method, response_serializer=handler.response_serializer)
+
+
 def rpc(method):
    """Decorate a servicer method: typed errors become their status code,
       a full disk RESOURCE_EXHAUSTED, anything else INTERNAL with a logged
@@ -104,3 +131,13 @@ def unimplemented(name, what):
                     "%s not implemented: %s" % (name, what))
    method.__name__ = name
    return method
+
+
+## Classes ##
+
+class Request_Decoder(grpc.ServerInterceptor):
+   "Server interceptor applying request_decoding() to every method."
+
+   def intercept_service(self, continuation, details):
+      h = continuation(details)
+      return None if h is None else request_decoding(h)
