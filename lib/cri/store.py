@@ -120,6 +120,31 @@ class Store:
       log.error("unreadable %s %s (%s); moved to %s", kind[:-1], id_, why,
                 dst)
       os.rename(self.path(kind, id_), dst)
+      if (kind == "pods"):
+         self.orphan_stop(id_, dst)
+
+   def orphan_stop(self, id_, dir_):
+      """Stop the keeper of quarantined pod id_ (its files now in dir_) if
+         it runs: nobody can manage it or its containers any more."""
+      try:
+         kc.call(self.sock_path(id_), "shutdown", limit=30)
+         log.warning("pod %s: quarantined; its keeper was shut down", id_)
+         return
+      except kc.Keeper_Error as x:
+         if (x.gone_p):
+            return
+         why = x
+      try:
+         k = fsutil.json_read(os.path.join(dir_, "keeper.json"))
+      except (OSError, fsutil.State_Error):
+         return
+      if (alive_p(k.get("pid"), k.get("pid_start"))):
+         log.warning("pod %s: quarantined; killing its keeper %d: %s", id_,
+                     k["pid"], why)
+         try:
+            os.kill(k["pid"], signal.SIGKILL)
+         except OSError:
+            pass
 
    def dir_create(self, kind, id_, config):
       """Create directory kind/id_ holding config.json with config, all at
