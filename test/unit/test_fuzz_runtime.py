@@ -8,6 +8,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -411,7 +412,23 @@ def fuzz_run(s, root, example_ct, image):
                    "RemoveContainer") and code == grpc.StatusCode.OK):
             live_refresh(ctx)
 
-   fuzz()
+   try:
+      fuzz()
+   except BaseException:
+      # Leave no keeper (nor its sleepers) behind a failed run.
+      try:
+         live_refresh(ctx)
+         for p in ctx["pods"]:
+            s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+               pod_sandbox_id=p), timeout=RPC_TIMEOUT)
+      except grpc.RpcError:
+         pass
+      for pid in keepers_of(s.state):
+         try:
+            os.kill(int(pid), signal.SIGKILL)
+         except OSError:
+            pass
+      raise
    codes = ctx["codes"]
    assert sent[0] >= example_ct * REQUEST_PER_EXAMPLE
    print("%d requests: %s" % (sent[0], sorted(codes.items())))
