@@ -107,6 +107,7 @@ class Store:
             self.dir_remove(c.dir_)
             continue
          self.containers[id_] = c
+      self.socks_prune()
       for p in list(self.pods.values()):
          if (p.keeper_alive_p()):
             self.follow(p)
@@ -114,6 +115,20 @@ class Store:
             self.keeper_gone(p)
       log.info("state: %d pods, %d containers in %s", len(self.pods),
                len(self.containers), self.dir_)
+
+   def socks_prune(self):
+      """Remove keeper sockets of pods we no longer have: a kill between
+         removing a pod's directory and its socket leaves one behind."""
+      with self.lock:
+         mine = { self.sock_path(id_) for id_ in self.pods }
+      for n in os.listdir(self.path("k")):
+         p = self.path("k", n)
+         if (p not in mine):
+            log.info("removing stale keeper socket %s", p)
+            try:
+               os.unlink(p)
+            except OSError as x:
+               log.warning("can't remove %s: %s", p, x)
 
    def quarantine(self, kind, id_, why):
       dst = self.path("quarantine", "%s-%s-%d" % (kind, id_, time.time_ns()))
