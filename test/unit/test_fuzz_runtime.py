@@ -414,24 +414,34 @@ def fuzz_run(s, root, example_ct, image):
 
    try:
       fuzz()
-   except BaseException:
-      # Leave no keeper (nor its sleepers) behind a failed run.
+      return fuzz_check(s, root, ctx, sent[0], example_ct)
+   finally:
+      leftovers_kill(s, ctx)
+
+
+def leftovers_kill(s, ctx):
+   "Leave no keeper (nor its sleepers) behind a failed run."
+   if (not keepers_of(s.state)):
+      return
+   try:
+      live_refresh(ctx)
+      for p in ctx["pods"]:
+         s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+            pod_sandbox_id=p), timeout=RPC_TIMEOUT)
+   except grpc.RpcError:
+      pass
+   for pid in keepers_of(s.state):
       try:
-         live_refresh(ctx)
-         for p in ctx["pods"]:
-            s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
-               pod_sandbox_id=p), timeout=RPC_TIMEOUT)
-      except grpc.RpcError:
+         os.kill(int(pid), signal.SIGKILL)
+      except OSError:
          pass
-      for pid in keepers_of(s.state):
-         try:
-            os.kill(int(pid), signal.SIGKILL)
-         except OSError:
-            pass
-      raise
+
+
+def fuzz_check(s, root, ctx, sent_ct, example_ct):
+   "Check the fuzz's answers and what it leaves (see fuzz_run)."
    codes = ctx["codes"]
-   assert sent[0] >= example_ct * REQUEST_PER_EXAMPLE
-   print("%d requests: %s" % (sent[0], sorted(codes.items())))
+   assert sent_ct >= example_ct * REQUEST_PER_EXAMPLE
+   print("%d requests: %s" % (sent_ct, sorted(codes.items())))
    for (k, v) in sorted(ctx["details"].items()):
       print("  %s %s: %s" % (k[0], k[1], v[:200]))
    # The fuzz got past validation to the real work.
