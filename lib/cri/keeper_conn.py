@@ -12,6 +12,9 @@ import misc
 ## Constants ##
 
 LINE_MAX = 64 * 2**20     # exec output comes base64-encoded in one line
+# Longest wait for a reply. Requests carry timeouts up to 2**63 s, which
+# socket timeouts can't represent; ten years is forever here.
+LIMIT_MAX = 10 * 365 * 86400
 
 
 ## Globals ##
@@ -36,6 +39,7 @@ def call(sock_path, op, limit=30, **args):
    """Send one request (op and args) to the keeper at sock_path and return
       its reply (a dict), waiting at most limit seconds. Raise Keeper_Error
       if it refuses or cannot be reached."""
+   limit = min(limit, LIMIT_MAX)
    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
    deadline = time.monotonic() + limit
    try:

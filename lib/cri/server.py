@@ -18,6 +18,7 @@ import cri.cgroups
 import cri.cni
 import cri.config
 import cri.container
+import cri.errors
 import cri.images
 import cri.runtime
 import cri.sandbox
@@ -100,6 +101,7 @@ def serve(cfg, version, python, init):
    server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS,
                                             thread_name_prefix="rpc"),
+      interceptors=[cri.errors.Request_Decoder()],
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
    sc = cfg["streaming"]

@@ -107,6 +107,7 @@ class Store:
             self.dir_remove(c.dir_)
             continue
          self.containers[id_] = c
+      self.socks_prune()
       for p in list(self.pods.values()):
          if (p.keeper_alive_p()):
             self.follow(p)
@@ -115,11 +116,50 @@ class Store:
       log.info("state: %d pods, %d containers in %s", len(self.pods),
                len(self.containers), self.dir_)
 
+   def socks_prune(self):
+      """Remove keeper sockets of pods we no longer have: a kill between
+         removing a pod's directory and its socket leaves one behind."""
+      with self.lock:
+         mine = { self.sock_path(id_) for id_ in self.pods }
+      for n in os.listdir(self.path("k")):
+         p = self.path("k", n)
+         if (p not in mine):
+            log.info("removing stale keeper socket %s", p)
+            try:
+               os.unlink(p)
+            except OSError as x:
+               log.warning("can't remove %s: %s", p, x)
+
    def quarantine(self, kind, id_, why):
       dst = self.path("quarantine", "%s-%s-%d" % (kind, id_, time.time_ns()))
       log.error("unreadable %s %s (%s); moved to %s", kind[:-1], id_, why,
                 dst)
       os.rename(self.path(kind, id_), dst)
+      if (kind == "pods"):
+         self.orphan_stop(id_, dst)
+
+   def orphan_stop(self, id_, dir_):
+      """Stop the keeper of quarantined pod id_ (its files now in dir_) if
+         it runs: nobody can manage it or its containers any more."""
+      try:
+         kc.call(self.sock_path(id_), "shutdown", limit=30)
+         log.warning("pod %s: quarantined; its keeper was shut down", id_)
+         return
+      except kc.Keeper_Error as x:
+         if (x.gone_p):
+            return
+         why = x
+      try:
+         k = fsutil.json_read(os.path.join(dir_, "keeper.json"))
+      except (OSError, fsutil.State_Error):
+         return
+      if (alive_p(k.get("pid"), k.get("pid_start"))):
+         log.warning("pod %s: quarantined; killing its keeper %d: %s", id_,
+                     k["pid"], why)
+         try:
+            os.kill(k["pid"], signal.SIGKILL)
+         except OSError:
+            pass
 
    def dir_create(self, kind, id_, config):
       """Create directory kind/id_ holding config.json with config, all at

@@ -20,6 +20,7 @@ import grpc  # noqa: E402
 import cri.config  # noqa: E402
 import cri.images  # noqa: E402
 import cri.container
+import cri.errors
 import cri.runtime
 import cri.sandbox
 import cri.stats
@@ -75,9 +76,9 @@ class Served:
       self.calls = Call_Counter()
       self.server = grpc.server(
          concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS),
-         interceptors=[self.calls])
-      # Pods and containers over real state; the fake adapter cannot start
-      # keepers, so only requests that never reach one work here.
+         interceptors=[self.calls, cri.errors.Request_Decoder()])
+      # Pods and containers over real state and real keepers; the fake
+      # adapter's containers are sleepers (see fake_charlie).
       self.state_store = cri.store.Store(self.state)
       self.pods = cri.sandbox.Pods(self.state_store, self.ch, sys.executable)
       self.ctrs = cri.container.Containers(self.state_store, self.ch,

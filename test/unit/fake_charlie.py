@@ -47,7 +47,9 @@ class Fake_Charlie:
    """Stands in for charlie.Charliecloud below cri/images.py. registry maps
       source references ("host/path:tag" or "host/path@sha256:...") to
       config bytes; a pull writes a small image tree in the real layout
-      (img/ch-cri%<ID>/ch/config.pulled.json).
+      (img/ch-cri%<ID>/ch/config.pulled.json). Pods get real keepers;
+      containers are sleepers on the host, never the requested command,
+      and exec only echoes.
 
       Test hooks: pulls lists every pull call's arguments; failures maps
       source references to a message for a failure other than "not
@@ -101,6 +103,23 @@ class Fake_Charlie:
          os.rename(self.image_path(id_), dst)
       except FileNotFoundError:
          pass
+
+   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p):
+      # The real keeper in its real namespaces: only ch-run is faked.
+      return charlie.Charliecloud.keeper_argv(self, python, keeper_py,
+                                              pod_dir, net_p, uts_p, ipc_p)
+
+   def run_argv(self, root, argv, env, cwd, uid, gid, binds, write_p):
+      # Never the requested command on the host: a sleeper that logs a
+      # line and ends at SIGTERM like a well-behaved container.
+      return ["sh", "-c", "echo fake-started; exec sleep 300"]
+
+   def exec_argv(self, root, pid, argv, env, cwd):
+      return ["echo", "fake-exec"]
+
+   def run_env(self):
+      return { "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+               "LANG": "C" }
 
    def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
             password=None, timeout=None, arch=None):

@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import pty
+import re
 import select
 import socket
 import struct
@@ -297,6 +298,36 @@ def test_request_validation(server):
 def test_remote_address_refused(backend):
    with pytest.raises(ValueError, match="10.9.8.7"):
       streaming.Stream_Server(backend, address="10.9.8.7").start()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "192.0.2.1",
+                                     "host.example", "::ffff:10.0.0.1"])
+def test_non_loopback_refused_unless_allowed(backend, address):
+   s = streaming.Stream_Server(backend, address=address)
+   with pytest.raises(ValueError, match="allow_remote"):
+      s.start()
+   assert s.listener is None
+
+
+def test_non_loopback_allowed_when_configured(backend):
+   s = streaming.Stream_Server(backend, address="0.0.0.0", allow_remote=True)
+   s.start()
+   try:
+      assert s.port > 0 and s.base_url.startswith("http://0.0.0.0:")
+   finally:
+      s.stop()
+
+
+def test_tokens_unguessable():
+   tok = streaming.Tokens(60)
+   req = pb.ExecRequest(container_id="c", cmd=["true"], stdout=True)
+   ts = [tok.insert("exec", req) for _ in range(streaming.TOKENS_MAX)]
+   assert len(set(ts)) == len(ts)
+   # at least 192 random bits, URL-safe, no structure shared between them
+   assert all(re.fullmatch(r"[A-Za-z0-9_-]{32,}", t) for t in ts)
+   assert len(os.path.commonprefix(ts)) == 0
+   assert tok.consume("exec", ts[0][:-1]) is None    # no prefix matching
+   assert tok.consume("exec", ts[0]) is not None
 
 
 def test_http_errors(server):
