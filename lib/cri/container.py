@@ -15,6 +15,7 @@ import misc
 import cri.cgroups as cgroups
 import cri.errors as err
 import cri.keeper_conn as kc
+import cri.keeper_ns
 import cri.sandbox as sb
 import cri.security
 import cri.store as st
@@ -222,11 +223,11 @@ class Containers:
          s = c.spec
          merged = os.path.join(c.dir_, "rootfs", "merged")
          sec = s.get("security") if self.init else None
+         (mounts, binds, fds) = self.mounts_clone(c, s["mounts"])
          argv = self.ch.run_argv(merged,
                                  cri.security.init_argv(INIT_PATH, sec)
                                  + s["argv"], s["env"], s["cwd"], s["uid"],
-                                 s["gid"], s["binds"], s["write"])
-         mounts = list(s["mounts"])
+                                 s["gid"], s["binds"] + binds, s["write"])
          if (sec is not None):
             mounts.append({ "src": self.init, "dst": INIT_PATH, "ro": True })
          rootfs = { "lower": self.ch.image_path(c.image_id),
@@ -241,7 +242,8 @@ class Containers:
             except cgroups.Cgroup_Error as x:
                raise err.Invalid_Argument("config.linux.resources: %s" % x)
          try:
-            res = kc.call(pod.sock, "start", id=c.id_, dir=c.dir_, argv=argv,
+            res = kc.call(pod.sock, "start", fds=fds, id=c.id_, dir=c.dir_,
+                          argv=argv,
                           env=self.ch.run_env(), log=s["log"], tty=s["tty"],
                           stdin=s["stdin"],
                           stdin_once=s.get("stdin_once", False),
@@ -257,6 +259,9 @@ class Containers:
          except kc.Keeper_Error as x:
             raise err.Failed_Precondition("container %s: start failed: %s"
                                           % (id_, x))
+         finally:
+            for fd in fds:
+               os.close(fd)
          with self.store.lock:
             c.status = res["status"]
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
@@ -361,6 +366,30 @@ class Containers:
                                      % (list(cmd)[0], timeout))
       return (base64.b64decode(res["stdout"]), base64.b64decode(res["stderr"]),
               res["exit_code"])
+
+   def mounts_clone(self, c, mounts):
+      """Return (mounts, binds, fds): the container's host mounts, each with
+         a copy of the host's mount tree at its source (passed to the
+         keeper as fds[m["fd"]]) where we may make one (as root), so that
+         mounts made on the host after the pod started are there too; and
+         the ch-run binds of those staged for ch-run to bind."""
+      out = []
+      binds = []
+      fds = []
+      for (i, m) in enumerate(mounts):
+         m = dict(m)
+         if (os.geteuid() == 0):
+            try:
+               fds.append(cri.keeper_ns.tree_clone(m["src"]))
+               m["fd"] = len(fds) - 1
+            except OSError as x:
+               log.info("mount %s: %s; the keeper binds its own view",
+                        m["src"], x)
+         if (m.pop("stage", False)):
+            m["stage"] = os.path.join(c.dir_, "binds", str(i))
+            binds.append((m["stage"], m["dst"]))
+         out.append(m)
+      return (out, binds, fds)
 
    def exec_argv(self, c, pid, cmd, env):
       """Return the argv running cmd in running container c (main process

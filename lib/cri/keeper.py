@@ -102,6 +102,7 @@ class Container:
       self.merged = None
       self.stdin_once = False
       self.memcg = None       # memory cgroup directory, for OOM kills
+      self.staged = []        # mounts staged for ch-run --bind
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
 
@@ -122,6 +123,7 @@ class Conn:
    def __init__(self, sock):
       self.sock = sock
       self.buf = b""
+      self.fds = []           # passed with the request being served
       sock.setblocking(True)
       sock.settimeout(5)
 
@@ -235,7 +237,7 @@ def op_start(conn, req):
                     "must be writable by ch-cri's user)"
                     % (req.get("log"), x.strerror))
    rootfs_mount(c, req["rootfs"], req.get("mounts", []),
-                req.get("mkpaths", []))
+                req.get("mkpaths", []), conn.fds)
    fa = []
    closers = []
    if (req.get("tty")):
@@ -329,7 +331,7 @@ def pidns_of(mode, target):
    return None
 
 
-def rootfs_mount(c, rootfs, mounts, mkpaths):
+def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
    merged = rootfs["merged"]
    c.merged = merged
    if (not mounted_p(merged)):
@@ -344,13 +346,21 @@ def rootfs_mount(c, rootfs, mounts, mkpaths):
          os.makedirs(os.path.dirname(p), exist_ok=True)
          os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
    for m in mounts:
-      dst = path_in_root(merged, m["dst"])
+      # Staged mounts are for ch-run to bind (it mounts their targets).
+      dst = m.get("stage") or path_in_root(merged, m["dst"])
+      if (m.get("stage")):
+         c.staged.append(dst)
       if (os.path.isdir(m["src"])):
          os.makedirs(dst, exist_ok=True)
       elif (not os.path.lexists(dst)):
          os.makedirs(os.path.dirname(dst), exist_ok=True)
          os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
-      run(["mount", "--rbind", m["src"], dst])
+      if (m.get("fd") is not None):
+         # The host's tree as ch-cri sees it, with mounts made there after
+         # the pod started (our own view of the host stops at that).
+         keeper_ns.tree_attach(conn_fds[m["fd"]], dst)
+      else:
+         run(["mount", "--rbind", m["src"], dst])
       # Copies of the (slave) pod namespace's mounts are slaves: keep that
       # for HOST_TO_CONTAINER, cut it for PRIVATE.
       run(["mount", "--make-r%s" % m.get("propagation", "private"), dst])
@@ -543,6 +553,9 @@ def op_remove(conn, req):
       raise ValueError("container running: %s" % c.id_)
    if (c.merged and mounted_p(c.merged)):
       run(["umount", "--recursive", "--lazy", c.merged])
+   for p in c.staged:
+      if (mounted_p(p)):
+         run(["umount", "--recursive", "--lazy", p])
    if (c.log):
       c.log.close()
    del containers[c.id_]
@@ -657,10 +670,12 @@ def drain(c, fd):
 
 def on_request(conn):
    try:
-      data = conn.sock.recv(READ_SIZE)
+      (data, fds, _, _) = socket.recv_fds(conn.sock, READ_SIZE, 64)
    except OSError:
-      data = b""
+      (data, fds) = (b"", [])
+   conn.fds += fds
    if (not data):
+      fds_close(conn)
       conn.close()
       return
    conn.buf += data
@@ -675,6 +690,18 @@ def on_request(conn):
          continue
       if (res is not None):
          conn.send(dict(res, ok=True))
+   if (not conn.buf):
+      fds_close(conn)
+
+
+def fds_close(conn):
+   "Close the descriptors that came with requests now served."
+   for fd in conn.fds:
+      try:
+         os.close(fd)
+      except OSError:
+         pass
+   conn.fds = []
 
 
 def strays_reap():

@@ -35,10 +35,11 @@ class Keeper_Error(Exception):
 
 ## Functions ##
 
-def call(sock_path, op, limit=30, **args):
-   """Send one request (op and args) to the keeper at sock_path and return
-      its reply (a dict), waiting at most limit seconds. Raise Keeper_Error
-      if it refuses or cannot be reached."""
+def call(sock_path, op, limit=30, fds=(), **args):
+   """Send one request (op and args, and file descriptors fds) to the
+      keeper at sock_path and return its reply (a dict), waiting at most
+      limit seconds. Raise Keeper_Error if it refuses or cannot be
+      reached."""
    limit = min(limit, LIMIT_MAX)
    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
    deadline = time.monotonic() + limit
@@ -49,7 +50,10 @@ def call(sock_path, op, limit=30, **args):
       except OSError as x:
          raise Keeper_Error("keeper unreachable at %s: %s"
                             % (sock_path, x.strerror), gone_p=True)
-      s.sendall(json.dumps(dict(args, op=op)).encode() + b"\n")
+      data = json.dumps(dict(args, op=op)).encode() + b"\n"
+      if (fds):
+         data = data[socket.send_fds(s, [data], list(fds)):]
+      s.sendall(data)
       buf = bytearray()
       while b"\n" not in buf:
          left = deadline - time.monotonic()
@@ -87,7 +91,10 @@ def stream_open(sock_path, op, **args):
    try:
       s.settimeout(30)
       s.connect(sock_path)
-      s.sendall(json.dumps(dict(args, op=op)).encode() + b"\n")
+      data = json.dumps(dict(args, op=op)).encode() + b"\n"
+      if (fds):
+         data = data[socket.send_fds(s, [data], list(fds)):]
+      s.sendall(data)
       buf = b""
       while b"\n" not in buf:
          (data, more, _, _) = socket.recv_fds(s, 65536, 8)

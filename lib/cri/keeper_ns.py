@@ -36,6 +36,13 @@ MS_PRIVATE = 1 << 18
 # a remount must repeat the locked ones (nosuid, nodev, noexec, atime).
 ST_KEEP = 2 | 4 | 8 | 1024 | 2048 | 4096
 PR_SET_CHILD_SUBREAPER = 36
+# The mount API (Linux 5.2): same numbers on every architecture.
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
 ## Globals ##
@@ -59,6 +66,32 @@ def libc_call(name, *args):
    if (getattr(libc, name)(*args) != 0):
       e = ctypes.get_errno()
       raise OSError(e, "%s: %s" % (name, os.strerror(e)))
+
+
+def tree_clone(path):
+   """Return a file descriptor holding a detached copy of the mount tree
+      at path, as we see it (submounts included); raise OSError. Needs
+      CAP_SYS_ADMIN over our mount namespace (so ch-cri as root)."""
+   global libc
+   if (libc is None):
+      libc = ctypes.CDLL(None, use_errno=True)
+   fd = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                     OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+   if (fd < 0):
+      e = ctypes.get_errno()
+      raise OSError(e, "open_tree %s: %s" % (path, os.strerror(e)))
+   return fd
+
+
+def tree_attach(fd, dst):
+   "Mount the tree that tree_clone() returned at dst; raise OSError."
+   global libc
+   if (libc is None):
+      libc = ctypes.CDLL(None, use_errno=True)
+   if (libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dst.encode(),
+                    MOVE_MOUNT_F_EMPTY_PATH) != 0):
+      e = ctypes.get_errno()
+      raise OSError(e, "move_mount to %s: %s" % (dst, os.strerror(e)))
 
 
 def subreaper_set():

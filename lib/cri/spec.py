@@ -266,18 +266,27 @@ def mounts_make(pod, config):
             "%s.host_path: can't access %s: %s (ch-cri runs as uid %d)"
             % (f, m.host_path, x.strerror, os.geteuid()))
       targets.add(dst)
+      mount = { "src": m.host_path, "dst": dst, "ro": m.readonly,
+                "rro": m.recursive_read_only,
+                "propagation": PROPAGATION[m.propagation] }
       if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
-         if (m.readonly or m.propagation):
+         # ch-run mounts these itself, after the keeper, so only ch-run
+         # --bind reaches them: of the host path as it is (read-write,
+         # private), or as root of a copy of the host's tree the keeper
+         # staged with the options asked for.
+         if (os.geteuid() == 0):
+            mounts.append(dict(mount, stage=True))
+         elif (m.readonly or m.propagation):
             raise err.Invalid_Argument("%s: %s can only be mounted "
-                                       "read-write and private" % (f, dst))
-         binds.append((m.host_path, dst))
+                                       "read-write and private by an "
+                                       "unprivileged ch-cri" % (f, dst))
+         else:
+            binds.append((m.host_path, dst))
          if (not dst.startswith("/tmp")):
             mkpaths.append((dst, "dir" if os.path.isdir(m.host_path)
                                   else "file"))
       else:
-         mounts.append({ "src": m.host_path, "dst": dst,
-                         "ro": m.readonly, "rro": m.recursive_read_only,
-                         "propagation": PROPAGATION[m.propagation] })
+         mounts.append(mount)
    for name in ("hosts", "resolv.conf", "hostname"):
       dst = "/etc/" + name
       if (dst not in targets):
