@@ -204,6 +204,7 @@ class Containers:
             del self.store.containers[id_]
          self.store.dir_remove(c.dir_)
          raise
+      self.store.event_publish("created", c)
       log.info("container %s (%s) created in pod %s", id_, md.name, pod_id)
       return id_
 
@@ -264,6 +265,7 @@ class Containers:
                os.close(fd)
          with self.store.lock:
             c.status = res["status"]
+      self.store.event_publish("started", c)
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
 
    def stop(self, id_, timeout):
@@ -327,6 +329,7 @@ class Containers:
          self.store.dir_remove(c.dir_)
          if (self.cg is not None and self.cg.usable):
             self.cg.remove(c.id_)
+      self.store.event_publish("deleted", c)
       log.info("container %s removed", id_)
 
    def matching(self, f):

@@ -2,6 +2,7 @@
 # what is not implemented yet answers UNIMPLEMENTED with a message.
 
 import json
+import queue
 import time
 
 import misc
@@ -19,7 +20,7 @@ KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
 NOT_YET = "not implemented in this ch-cri version"
-PENDING = { "GetContainerEvents": NOT_YET, "ListMetricDescriptors": NOT_YET,
+PENDING = { "ListMetricDescriptors": NOT_YET,
             "ListPodSandboxMetrics": NOT_YET,
             "UpdatePodSandboxResources": NOT_YET,
             "CheckpointContainer": "checkpointing is not supported "
@@ -166,6 +167,38 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
                                          "status": c.status },
                                        sort_keys=True)
       return res
+
+   def GetContainerEvents(self, request, context):
+      """Stream container events until the client goes away (a server
+         stream: errors end it, so err.rpc does not apply)."""
+      q = self.ctrs.store.events_subscribe()
+      types = { "created": pb.ContainerEventType.CONTAINER_CREATED_EVENT,
+                "started": pb.ContainerEventType.CONTAINER_STARTED_EVENT,
+                "stopped": pb.ContainerEventType.CONTAINER_STOPPED_EVENT,
+                "deleted": pb.ContainerEventType.CONTAINER_DELETED_EVENT }
+      try:
+         while context.is_active():
+            try:
+               (kind, c, ts) = q.get(timeout=1)
+            except queue.Empty:
+               continue
+            ev = pb.ContainerEventResponse(container_id=c.id_,
+                                           container_event_type=types[kind],
+                                           created_at=ts)
+            # A pod's own events carry its ID (as a pause container's
+            # would) and its containers; a container's, itself.
+            pod_p = not hasattr(c, "pod_id")
+            pod = c if pod_p else self.pods.find(c.pod_id)
+            if (pod is not None):
+               ev.pod_sandbox_status.CopyFrom(pod.pb_status())
+            if (pod_p):
+               ev.containers_statuses.extend(
+                  x.pb_status() for x in self.ctrs.of_pod(pod.id_))
+            elif (kind != "deleted"):
+               ev.containers_statuses.append(c.pb_status())
+            yield ev
+      finally:
+         self.ctrs.store.events_unsubscribe(q)
 
    @err.rpc
    def UpdateContainerResources(self, request, context):

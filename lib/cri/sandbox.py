@@ -269,6 +269,8 @@ class Pods:
             del self.store.pods[id_]
          self.store.dir_remove(pod.dir_)
          raise
+      self.store.event_publish("created", pod)
+      self.store.event_publish("started", pod)
       log.info("pod %s (%s/%s) ready, keeper pid %s", id_, md.namespace,
                md.name, pod.keeper_pid)
       return id_
@@ -378,6 +380,7 @@ class Pods:
       # The keeper recorded every exit before answering; make sure we show
       # them now rather than when its events arrive.
       self.store.keeper_gone(pod)
+      self.store.event_publish("stopped", pod)
       log.info("pod %s stopped", id_)
 
    def remove(self, pod):
@@ -391,6 +394,7 @@ class Pods:
             os.unlink(pod.sock)
          except OSError:
             pass
+      self.store.event_publish("deleted", pod)
       log.info("pod %s removed", pod.id_)
 
    def matching(self, f):

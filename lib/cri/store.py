@@ -3,6 +3,7 @@
 
 import json
 import os
+import queue
 import selectors
 import signal
 import threading
@@ -33,6 +34,9 @@ SOCK_ID_LEN = 12
 ## Globals ##
 
 log = misc.log
+
+
+EVENTS_QUEUE_MAX = 10000
 
 
 ## Functions ##
@@ -75,6 +79,8 @@ class Store:
       os.set_blocking(self.wake_r, False)
       self.sel.register(self.wake_r, selectors.EVENT_READ, None)
       self.stop_ev = threading.Event()
+      self.ev_lock = threading.Lock()   # guards ev_queues; taken alone
+      self.ev_queues = []
       for d in ("pods", "containers", "k", "trash", "quarantine"):
          fsutil.mkdirs(os.path.join(state_dir, d))
 
@@ -234,6 +240,33 @@ class Store:
                del buf[:i+1]
                self.event(pod, line)
 
+   ## Container events (GetContainerEvents) ##
+
+   def events_subscribe(self):
+      "Return a queue that gets every container event from now on."
+      q = queue.Queue(EVENTS_QUEUE_MAX)
+      with self.ev_lock:
+         self.ev_queues.append(q)
+      return q
+
+   def events_unsubscribe(self, q):
+      with self.ev_lock:
+         if (q in self.ev_queues):
+            self.ev_queues.remove(q)
+
+   def event_publish(self, kind, ctr):
+      """Tell subscribers that container ctr was kind ("created",
+         "started", "stopped", "deleted"). A subscriber too slow to keep
+         EVENTS_QUEUE_MAX events loses the new ones (the kubelet relists
+         when it notices a gap)."""
+      with self.ev_lock:
+         qs = list(self.ev_queues)
+      for q in qs:
+         try:
+            q.put_nowait((kind, ctr, time.time_ns()))
+         except queue.Full:
+            log.warning("container event subscriber too slow; event lost")
+
    def event(self, pod, line):
       try:
          ev = json.loads(line)
@@ -245,6 +278,8 @@ class Store:
             c = self.containers.get(ev.get("id"))
             if (c is not None):
                c.status = ev["status"]
+         if (c is not None):
+            self.event_publish("stopped", c)
          log.info("container %s exited: code %s", ev.get("id"),
                   ev["status"].get("exit_code"))
 
@@ -256,9 +291,13 @@ class Store:
       with self.lock:
          ctrs = [c for c in self.containers.values() if c.pod_id == pod.id_]
       for c in ctrs:
+         was_running = (c.status.get("started_at")
+                        and not c.status.get("finished_at"))
          c.status_reload()
          st = c.status
          if (not st.get("started_at") or st.get("finished_at")):
+            if (was_running and st.get("finished_at")):
+               self.event_publish("stopped", c)
             continue
          killed = False
          if (st.get("mntns") and alive_p(st.get("pid"), st.get("pid_start"))):
@@ -277,6 +316,7 @@ class Store:
          fsutil.json_write_atomic(os.path.join(c.dir_, "status.json"), new)
          with self.lock:
             c.status = new
+         self.event_publish("stopped", c)
          log.warning("container %s: %s", c.id_, new["message"])
 
    def start(self):

@@ -166,3 +166,35 @@ EOF
    ! pgrep -f 'sleep 4321'
    [[ $(crictl inspect "$ctr" | jq -r .status.state) == CONTAINER_RUNNING ]]
 }
+
+@test 'GetContainerEvents streams created, started, stopped, deleted' {
+   pod_json ev > "${work}/pod.json"
+   ctr_json ev1 sleep 600 > "${work}/ev1.json"
+   crictl events -o json > "${work}/events" 2>/dev/null &
+   ev_pid=$!
+   sleep 1   # let the stream subscribe
+   pod=$(crictl runp "${work}/pod.json")
+   ctr=$(crictl create "$pod" "${work}/ev1.json" "${work}/pod.json")
+   crictl start "$ctr" > /dev/null
+   crictl stop -t 1 "$ctr" > /dev/null
+   crictl rm "$ctr" > /dev/null
+   crictl stopp "$pod" > /dev/null
+   crictl rmp "$pod" > /dev/null
+   for (( i = 0; i < 50; i++ )); do
+      [[ $(grep -c CONTAINER_DELETED_EVENT "${work}/events") -ge 2 ]] && break
+      sleep 0.1
+   done
+   kill "$ev_pid" 2>/dev/null
+   wait "$ev_pid" 2>/dev/null || true
+   want="CONTAINER_CREATED_EVENT
+CONTAINER_STARTED_EVENT
+CONTAINER_STOPPED_EVENT
+CONTAINER_DELETED_EVENT"
+   run jq -r --arg c "$ctr" 'select(.containerId == $c) | .containerEventType' "${work}/events"
+   echo "$output"
+   [[ $output == "$want" ]]
+   # The pod's own events carry its ID, as a pause container's would.
+   run jq -r --arg p "$pod" 'select(.containerId == $p) | .containerEventType' "${work}/events"
+   echo "$output"
+   [[ $output == "$want" ]]
+}

@@ -2,6 +2,7 @@
 # in-process gRPC server.
 
 import json
+import time
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
                 "UpdateContainerResources", "ReopenContainerLog",
                 "ExecSync", "ContainerStats", "ListContainerStats",
                 "PodSandboxStats", "ListPodSandboxStats", "Exec", "Attach",
-                "PortForward" }
+                "PortForward", "GetContainerEvents" }
 
 
 ## Functions ##
@@ -115,10 +116,26 @@ def test_get_container_events_streaming(serve):
    assert SERVICE.methods_by_name["GetContainerEvents"].server_streaming
    it = s.runtime.GetContainerEvents(pb.GetEventsRequest(),
                                      timeout=RPC_TIMEOUT)
+   # Nothing happens: the stream waits, and ends at the client's deadline.
    with pytest.raises(grpc.RpcError) as ei:
-      next(it)
-   assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
-   assert "GetContainerEvents" in ei.value.details()
+      next(s.runtime.GetContainerEvents(pb.GetEventsRequest(), timeout=0.5))
+   assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+   # An event published in the store reaches the subscriber.
+   deadline = time.monotonic() + 5
+   while (not s.state_store.ev_queues and time.monotonic() < deadline):
+      time.sleep(0.01)
+   assert s.state_store.ev_queues
+   class Fake:
+      id_ = "c" * 64
+      pod_id = "p" * 64
+      def pb_status(self):
+         return pb.ContainerStatus(id=self.id_)
+   s.state_store.event_publish("deleted", Fake())
+   ev = next(it)
+   assert ev.container_id == "c" * 64
+   assert ev.container_event_type \
+          == pb.ContainerEventType.CONTAINER_DELETED_EVENT
+   assert not ev.containers_statuses
 
 
 def test_pod_and_container_bad_input(serve):
