@@ -7,6 +7,7 @@ import time
 
 import misc
 import cri.errors as err
+import cri.stats
 
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1 import api_pb2_grpc as pb_grpc
@@ -20,9 +21,9 @@ KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
 NOT_YET = "not implemented in this ch-cri version"
-PENDING = { "ListMetricDescriptors": NOT_YET,
-            "ListPodSandboxMetrics": NOT_YET,
-            "UpdatePodSandboxResources": NOT_YET,
+PENDING = { "UpdatePodSandboxResources": "pod-level resources are not "
+                                         "supported (ch-cri has cgroups "
+                                         "per container only)",
             "CheckpointContainer": "checkpointing is not supported "
                                    "(Charliecloud has no checkpoint/restore)" }
 
@@ -263,6 +264,16 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       p = self.pods.get(request.pod_sandbox_id)
       return pb.PodSandboxStatsResponse(stats=self.stats.pods_list(
          pb.PodSandboxStatsFilter(id=p.id_))[0])
+
+   @err.rpc
+   def ListMetricDescriptors(self, request, context):
+      return pb.ListMetricDescriptorsResponse(
+         descriptors=cri.stats.metric_descriptors())
+
+   @err.rpc
+   def ListPodSandboxMetrics(self, request, context):
+      return pb.ListPodSandboxMetricsResponse(
+         pod_metrics=self.stats.metrics())
 
    @err.rpc
    def ListPodSandboxStats(self, request, context):

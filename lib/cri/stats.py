@@ -24,7 +24,37 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 log = misc.log
 
 
+# What ListPodSandboxMetrics reports per container: (name, help, type,
+# value from a pb.ContainerStats). Values are whole numbers (the CRI's are
+# uint64), so CPU time is in nanoseconds, named so.
+METRICS = (
+   ("container_cpu_usage_nanoseconds_total",
+    "Cumulative CPU time consumed, in nanoseconds.", pb.MetricType.COUNTER,
+    lambda s: s.cpu.usage_core_nano_seconds.value),
+   ("container_memory_working_set_bytes",
+    "Current working set (resident memory of the container's processes).",
+    pb.MetricType.GAUGE, lambda s: s.memory.working_set_bytes.value),
+   ("container_memory_rss",
+    "Resident memory of the container's processes, in bytes.",
+    pb.MetricType.GAUGE, lambda s: s.memory.rss_bytes.value),
+   ("container_fs_usage_bytes",
+    "Bytes used by the container's writable layer.", pb.MetricType.GAUGE,
+    lambda s: s.writable_layer.used_bytes.value),
+   ("container_fs_inodes_used",
+    "Inodes used by the container's writable layer.", pb.MetricType.GAUGE,
+    lambda s: s.writable_layer.inodes_used.value))
+METRIC_LABELS = ("container", "pod", "namespace", "id")
+
+
 ## Functions ##
+
+def metric_descriptors():
+   "Return the pb.MetricDescriptor of each metric in METRICS."
+   return [pb.MetricDescriptor(name=n, help=h, label_keys=METRIC_LABELS)
+           for (n, h, _, _) in METRICS]
+
+
+
 
 def attrs_fill(a, id_, config):
    "Fill stats attributes a from a pod or container's ID and CRI config."
@@ -165,3 +195,31 @@ class Stats:
       nsmap = ns_map()
       now = time.time_ns()
       return [self.pod(p, nsmap, now) for p in self.pods.matching(pf)]
+
+   ## Metrics (ListMetricDescriptors, ListPodSandboxMetrics) ##
+
+   def metrics(self):
+      """Return pb.PodSandboxMetrics of every ready pod, from the same
+         samples as the stats (see METRICS)."""
+      nsmap = ns_map()
+      now = time.time_ns()
+      out = []
+      for pod in self.pods.matching(None):
+         if (pod.state != pb.PodSandboxState.SANDBOX_READY):
+            continue
+         pm = pb.PodSandboxMetrics(pod_sandbox_id=pod.id_)
+         md = pod.config.metadata
+         for c in self.ctrs.of_pod(pod.id_):
+            if (c.state != pb.ContainerState.CONTAINER_RUNNING):
+               continue
+            cs = self.container(c, nsmap, now)
+            labels = [c.config.metadata.name, md.name, md.namespace, c.id_]
+            cm = pb.ContainerMetrics(container_id=c.id_)
+            for (name, _, type_, get) in METRICS:
+               m = cm.metrics.add(name=name, timestamp=now,
+                                  metric_type=type_, label_values=labels)
+               m.value.value = get(cs)
+            pm.container_metrics.append(cm)
+         out.append(pm)
+      self.forget()
+      return out

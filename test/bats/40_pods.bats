@@ -198,3 +198,21 @@ CONTAINER_DELETED_EVENT"
    echo "$output"
    [[ $output == "$want" ]]
 }
+
+@test 'metric descriptors and pod metrics' {
+   crictl metricdescs | grep -q container_memory_working_set_bytes
+   pod_json mt > "${work}/pod.json"
+   ctr_json mt1 sh -c 'x=$(head -c 3000000 /dev/zero | tr "\0" x); sleep 600' \
+      > "${work}/mt1.json"
+   pod=$(crictl runp "${work}/pod.json")
+   ctr=$(crictl create "$pod" "${work}/mt1.json" "${work}/pod.json")
+   crictl start "$ctr" > /dev/null
+   sleep 1
+   run crictl metricsp -o json
+   echo "$output" | head -c 2000
+   ws=$(jq -r --arg c "$ctr" '.. | objects | select(.containerId? == $c)
+           | .metrics[] | select(.name == "container_memory_working_set_bytes")
+           | .value.value' <<< "$output")
+   # The shell holds a 3 MB string.
+   [[ $ws -gt 3000000 ]]
+}

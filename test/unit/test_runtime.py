@@ -25,7 +25,8 @@ IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
                 "UpdateContainerResources", "ReopenContainerLog",
                 "ExecSync", "ContainerStats", "ListContainerStats",
                 "PodSandboxStats", "ListPodSandboxStats", "Exec", "Attach",
-                "PortForward", "GetContainerEvents" }
+                "PortForward", "GetContainerEvents",
+                "ListMetricDescriptors", "ListPodSandboxMetrics" }
 
 
 ## Functions ##
@@ -180,3 +181,16 @@ def test_pod_and_container_bad_input(serve):
                                        timeout=RPC_TIMEOUT).containers
    assert not s.runtime.ListPodSandbox(pb.ListPodSandboxRequest(),
                                        timeout=RPC_TIMEOUT).items
+
+
+def test_metrics(serve):
+   s = serve()
+   d = s.runtime.ListMetricDescriptors(pb.ListMetricDescriptorsRequest(),
+                                       timeout=RPC_TIMEOUT).descriptors
+   names = [x.name for x in d]
+   assert "container_memory_working_set_bytes" in names
+   assert all(list(x.label_keys) == ["container", "pod", "namespace", "id"]
+              for x in d)
+   # No pods: no metrics, and no error.
+   assert not s.runtime.ListPodSandboxMetrics(
+      pb.ListPodSandboxMetricsRequest(), timeout=RPC_TIMEOUT).pod_metrics
