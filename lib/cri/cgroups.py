@@ -10,7 +10,7 @@ from cri.keeper_io import oom_kills
 ## Constants ##
 
 ROOT = "/sys/fs/cgroup"
-CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset")
 PARENT = "ch-cri"
 
 
@@ -118,6 +118,28 @@ class Cgroups:
    def apply(self, id_, resources):
       for (c, f, v) in settings(resources):
          file_write(os.path.join(self.dir_(c, id_), f), v)
+
+   def usage(self, id_):
+      """Return (cpu ns, memory usage, working set, rss) of container
+         id_'s cgroups, or None if it has none (or they can't be read).
+         The working set is usage less inactive file pages, as cAdvisor
+         counts it."""
+      try:
+         with open(os.path.join(self.dir_("cpuacct", id_),
+                                "cpuacct.usage")) as fp:
+            cpu = int(fp.read())
+         m = self.dir_("memory", id_)
+         with open(os.path.join(m, "memory.usage_in_bytes")) as fp:
+            usage = int(fp.read())
+         stat = dict()
+         with open(os.path.join(m, "memory.stat")) as fp:
+            for line in fp:
+               (k, _, v) = line.partition(" ")
+               stat[k] = int(v)
+      except (OSError, ValueError):
+         return None
+      ws = max(0, usage - stat.get("total_inactive_file", 0))
+      return (cpu, usage, ws, stat.get("total_rss", 0))
 
    def oom_killed_p(self, id_):
       return oom_kills(self.dir_("memory", id_)) > 0

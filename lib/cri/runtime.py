@@ -165,7 +165,9 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       res = pb.ContainerStatusResponse(status=c.pb_status())
       if (request.verbose):
          res.info["info"] = json.dumps({ "spec": c.spec, "dir": c.dir_,
-                                         "status": c.status },
+                                         "status": c.status,
+                                         "pid": c.status.get("pid"),
+                                         "sandboxID": c.pod_id },
                                        sort_keys=True)
       return res
 

@@ -116,7 +116,7 @@ def serve(cfg, version, python, init):
    pb_grpc.add_RuntimeServiceServicer_to_server(
       cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
                                    pods, ctrs,
-                                   cri.stats.Stats(state, pods, ctrs),
+                                   cri.stats.Stats(state, pods, ctrs, cg),
                                    streams, net),
       server)
    pb_grpc.add_ImageServiceServicer_to_server(

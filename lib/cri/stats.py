@@ -1,6 +1,6 @@
-# Container and pod statistics from /proc (ch-cri does not use cgroups yet):
-# CPU time and memory of every process in a container's mount namespace,
-# and the size of the container's writable layer.
+# Container and pod statistics: from the container's cgroups where ch-cri
+# made them (root), else from /proc (CPU time and memory of every process
+# in the container's mount namespace); and the writable layer's size.
 
 import os
 import threading
@@ -88,7 +88,8 @@ class Stats:
    """Answers the stats RPCs. self.lock guards the previous CPU samples
       (for usage_nano_cores) and the writable-layer size cache."""
 
-   def __init__(self, store, pods, ctrs):
+   def __init__(self, store, pods, ctrs, cg=None):
+      self.cg = cg if (cg is not None and cg.usable) else None
       self.store = store
       self.pods = pods
       self.ctrs = ctrs
@@ -110,6 +111,11 @@ class Stats:
                ticks += int(f[13]) + int(f[14])   # its reaped children
             cpu_ns += ticks * 10**9 // CLK_TCK
             rss += int(f[21]) * PAGE_SIZE
+      mem = (rss, rss, rss)
+      cg = self.cg.usage(c.id_) if self.cg is not None else None
+      if (cg is not None and c.state == pb.ContainerState.CONTAINER_RUNNING):
+         # Counted once per page, and including what has exited.
+         (cpu_ns, mem) = (cg[0], cg[1:])
       s.cpu.timestamp = now
       s.cpu.usage_core_nano_seconds.value = cpu_ns
       with self.lock:
@@ -119,9 +125,9 @@ class Stats:
          s.cpu.usage_nano_cores.value = ((cpu_ns - prev[1]) * 10**9
                                          // (now - prev[0]))
       s.memory.timestamp = now
-      s.memory.working_set_bytes.value = rss
-      s.memory.rss_bytes.value = rss
-      s.memory.usage_bytes.value = rss
+      s.memory.usage_bytes.value = mem[0]
+      s.memory.working_set_bytes.value = mem[1]
+      s.memory.rss_bytes.value = mem[2]
       (size, inodes) = self.layer(c)
       s.writable_layer.timestamp = now
       s.writable_layer.fs_id.mountpoint = self.store.dir_

@@ -187,3 +187,25 @@ EOF
    crictl inspect "$id" | jq -r .status.reason | grep -qx OOMKilled
    [[ $(crictl inspect "$id" | jq -r .status.exitCode) -eq 137 ]]
 }
+
+@test 'resources: cgroup limits, live update, stats from cgroups (root)' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "cgroups need a root ch-cri"
+   pod_run res > /dev/null
+   id=$(ctr_run res r1 '{"resources": {"memory_limit_in_bytes": 104857600, "cpu_shares": 512, "cpu_quota": 50000, "cpu_period": 100000}}')
+   cg=/sys/fs/cgroup
+   [[ $(cat "${cg}/memory/ch-cri/${id}/memory.limit_in_bytes") -eq 104857600 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.shares") -eq 512 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.cfs_quota_us") -eq 50000 ]]
+   pid=$(crictl inspect "$id" | jq -r .info.pid)
+   grep -qx "$pid" "${cg}/memory/ch-cri/${id}/cgroup.procs"
+   crictl update --memory 209715200 --cpu-quota 20000 "$id" > /dev/null
+   [[ $(cat "${cg}/memory/ch-cri/${id}/memory.limit_in_bytes") -eq 209715200 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.cfs_quota_us") -eq 20000 ]]
+   # Stats are the cgroup's.
+   crictl exec "$id" sh -c 'x=$(head -c 8000000 /dev/zero | tr "\0" x); echo ${#x}' > /dev/null
+   ws=$(crictl stats -o json --id "$id" | jq -r '.stats[0].memory.workingSetBytes.value')
+   [[ $ws -gt 0 ]]
+   crictl stop -t 1 "$id" > /dev/null
+   crictl rm "$id" > /dev/null
+   [[ ! -e ${cg}/memory/ch-cri/${id} ]]
+}

@@ -209,6 +209,20 @@ EOF
    [[ $status -eq 0 && ${lines[0]} == 'hello from s1' ]]
 }
 
+@test 'kubelet: exec through the kubelet (WebSocket, as kubectl exec)' {
+   root_server_or_skip
+   wait_for 60 's1 running' pod_p s1 '.status.phase == "Running"'
+   run "${PYTHON:-python3}" "${test_dir}/bin/kubelet-exec" \
+       "127.0.0.1:$(( ro_port - 5 ))" "$ns" "s1-${node}" c \
+       sh -c 'echo out; echo err >&2; exit 3'
+   echo "$output"
+   [[ $status -eq 3 ]]
+   [[ $output == *out* && $output == *err* ]]
+   run "${PYTHON:-python3}" "${test_dir}/bin/kubelet-exec" \
+       "127.0.0.1:$(( ro_port - 5 ))" "$ns" "s1-${node}" c hostname
+   [[ $status -eq 0 && -n $output ]]
+}
+
 @test 'kubelet: two containers share an emptyDir volume' {
    root_server_or_skip
    manifest s2 <<EOF
