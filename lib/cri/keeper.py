@@ -283,9 +283,10 @@ def op_start(conn, req):
    # container's processes and an exec joining the namespace finds the
    # container's root rather than ours.
    root = os.stat("/")
+   chrun_p = os.path.basename(argv[0]) == "ch-run"
    for _ in range(5000):
       ns = mntns_of(pid)
-      if (ns is None):
+      if (ns is None or not chrun_p):
          break
       if (ns not in (mntns_self, mntns_pre)):
          try:

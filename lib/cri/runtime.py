@@ -5,6 +5,8 @@ import json
 import queue
 import time
 
+import grpc
+
 import misc
 import cri.errors as err
 import cri.stats
@@ -20,7 +22,7 @@ API_VERSION = "v1"
 KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
-NOT_YET = "not implemented in this ch-cri version"
+EVENT_STREAMS_MAX = 8
 PENDING = { "UpdatePodSandboxResources": "pod-level resources are not "
                                          "supported (ch-cri has cgroups "
                                          "per container only)",
@@ -174,7 +176,12 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    def GetContainerEvents(self, request, context):
       """Stream container events until the client goes away (a server
          stream: errors end it, so err.rpc does not apply)."""
-      q = self.ctrs.store.events_subscribe()
+      q = self.ctrs.store.events_subscribe(EVENT_STREAMS_MAX)
+      if (q is None):
+         # Each stream holds a server thread: keep most for other RPCs.
+         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       "GetContainerEvents: %d streams already open"
+                       % EVENT_STREAMS_MAX)
       types = { "created": pb.ContainerEventType.CONTAINER_CREATED_EVENT,
                 "started": pb.ContainerEventType.CONTAINER_STARTED_EVENT,
                 "stopped": pb.ContainerEventType.CONTAINER_STOPPED_EVENT,

@@ -242,10 +242,13 @@ class Store:
 
    ## Container events (GetContainerEvents) ##
 
-   def events_subscribe(self):
-      "Return a queue that gets every container event from now on."
+   def events_subscribe(self, max_):
+      """Return a queue that gets every container event from now on, or
+         None if max_ subscribers already have one."""
       q = queue.Queue(EVENTS_QUEUE_MAX)
       with self.ev_lock:
+         if (len(self.ev_queues) >= max_):
+            return None
          self.ev_queues.append(q)
       return q
 

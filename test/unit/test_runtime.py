@@ -194,3 +194,26 @@ def test_metrics(serve):
    # No pods: no metrics, and no error.
    assert not s.runtime.ListPodSandboxMetrics(
       pb.ListPodSandboxMetricsRequest(), timeout=RPC_TIMEOUT).pod_metrics
+
+
+def test_event_streams_capped(serve):
+   s = serve()
+   its = [s.runtime.GetContainerEvents(pb.GetEventsRequest(),
+                                       timeout=RPC_TIMEOUT)
+          for _ in range(cri.runtime.EVENT_STREAMS_MAX)]
+   deadline = time.monotonic() + 10
+   while (len(s.state_store.ev_queues) < cri.runtime.EVENT_STREAMS_MAX
+          and time.monotonic() < deadline):
+      time.sleep(0.01)
+   with pytest.raises(grpc.RpcError) as ei:
+      next(s.runtime.GetContainerEvents(pb.GetEventsRequest(),
+                                        timeout=RPC_TIMEOUT))
+   assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+   for it in its:
+      it.cancel()
+   # Cancelled streams give their places back; the server still answers.
+   deadline = time.monotonic() + 10
+   while (s.state_store.ev_queues and time.monotonic() < deadline):
+      time.sleep(0.05)
+   assert not s.state_store.ev_queues
+   assert call(s, "Version").runtime_api_version == "v1"
