@@ -16,6 +16,7 @@ setup () {
 }
 
 teardown () {
+   [[ -z ${host_sleep:-} ]] || kill "$host_sleep" 2>/dev/null || true
    for p in $(crictl pods -q --label ch-cri-test=sec 2>/dev/null); do
       crictl stopp "$p" > /dev/null 2>&1 || true
       crictl rmp "$p" > /dev/null 2>&1 || true
@@ -35,7 +36,7 @@ pod_run () {
  "log_directory": "${work}/logs/$1", "labels": {"ch-cri-test": "sec"},
  "linux": {"security_context": {"namespace_options": {"pid": ${2:-0}}}}}
 EOF
-   crictl runp "${work}/$1.json"
+   crictl runp "${work}/$1.json" | tee "${work}/$1.id"
 }
 
 # Write container config $2 (in pod $1) with "linux" object $3 and
@@ -48,7 +49,7 @@ ctr_create () {
  "command": ["sleep", "600"], "log_path": "${name}.log",
  "labels": {"ch-cri-test": "sec"}, "linux": ${linux}, "mounts": ${mounts}}
 EOF
-   crictl create "$(crictl pods -q --name "$pod")" "${work}/${name}.json" \
+   crictl create "$(cat "${work}/${pod}.id")" "${work}/${name}.json" \
           "${work}/${pod}.json" 2>&1
 }
 
@@ -151,7 +152,7 @@ EOF
    a=$(ctr_run shared pa)
    b=$(ctr_run shared pb)
    # Both sleeps, and none of the host's (the test's own sleep included).
-   sleep 600 &
+   sleep 600 3>&- &
    host_sleep=$!
    [[ $(crictl exec "$b" pgrep -c sleep) -eq 2 ]]
    kill "$host_sleep"
@@ -176,7 +177,7 @@ EOF
  "log_path": "o2.log", "labels": {"ch-cri-test": "sec"},
  "linux": {"resources": {"memory_limit_in_bytes": 20971520}}}
 EOF
-   id=$(crictl create "$(crictl pods -q --name oom)" "${work}/o2.json" \
+   id=$(crictl create "$(cat "${work}/oom.id")" "${work}/o2.json" \
                       "${work}/oom.json")
    crictl start "$id" > /dev/null
    for (( i = 0; i < 100; i++ )); do
