@@ -1,6 +1,7 @@
 # Pods (CRI "pod sandboxes"): each is a keeper process holding the pod's
 # namespaces, and a directory in the state directory.
 
+import ipaddress
 import json
 import os
 import re
@@ -97,6 +98,36 @@ def sysctls_check(sysctls, ns):
       if (shared):
          raise err.Invalid_Argument("%s: the pod shares this namespace with "
                                     "the host" % f)
+
+
+def port_mappings_check(pms):
+   """Refuse port mappings the network could not set up, naming the field.
+
+      >>> port_mappings_check([pb.PortMapping(container_port=80,
+      ...                                     host_port=8080)])
+      >>> port_mappings_check([pb.PortMapping(container_port=0, host_port=3)])
+      Traceback (most recent call last):
+      ...
+      cri.errors.Invalid_Argument: config.port_mappings[0].container_port: must be 1 to 65535, not 0
+   """
+   for (i, p) in enumerate(pms):
+      f = "config.port_mappings[%d]" % i
+      if (not 0 < p.container_port < 65536):
+         raise err.Invalid_Argument("%s.container_port: must be 1 to 65535, "
+                                    "not %d" % (f, p.container_port))
+      if (not 0 <= p.host_port < 65536):
+         raise err.Invalid_Argument("%s.host_port: must be 0 to 65535, not %d"
+                                    % (f, p.host_port))
+      if (p.protocol not in (pb.Protocol.TCP, pb.Protocol.UDP,
+                             pb.Protocol.SCTP)):
+         raise err.Invalid_Argument("%s.protocol: unknown: %d"
+                                    % (f, p.protocol))
+      if (p.host_ip):
+         try:
+            ipaddress.ip_address(p.host_ip)
+         except ValueError:
+            raise err.Invalid_Argument("%s.host_ip: not an IP address: %r"
+                                       % (f, p.host_ip))
 
 
 ## Classes ##
@@ -241,6 +272,7 @@ class Pods:
                                     % config.log_directory)
       ns = config.linux.security_context.namespace_options
       sysctls_check(config.linux.sysctls, ns)
+      port_mappings_check(config.port_mappings)
       if (ns.network == pb.NamespaceMode.TARGET
           or ns.ipc == pb.NamespaceMode.TARGET):
          raise err.Invalid_Argument("config.linux.security_context."
