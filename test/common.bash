@@ -99,3 +99,23 @@ scope () {
       skip "scope ${want} > ${have}"
    fi
 }
+
+# Make a scratch directory $work (/tmp/ch-cri-$1.*) that the server's user
+# may write: pod log directories and host paths go there.
+work_make () {
+   work=$(mktemp -d "/tmp/ch-cri-${1}.XXXXXX")
+   chmod 755 "$work"
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+}
+
+# Stop and remove the pods labelled ch-cri-test=$1 on the server at $sock,
+# then remove $work.
+work_remove () {
+   local p
+   for p in $(crictl_ "$sock" pods -q --label "ch-cri-test=$1" 2>/dev/null); do
+      crictl_ "$sock" stopp "$p" > /dev/null 2>&1 || true
+      crictl_ "$sock" rmp "$p" > /dev/null 2>&1 || true
+   done
+   rm -rf "$work"
+}

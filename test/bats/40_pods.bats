@@ -6,21 +6,13 @@ load ../common
 setup () {
    scope standard
    live_server_or_skip
-   # Log directories must be writable by the server's user.
-   work=$(mktemp -d /tmp/ch-cri-pods.XXXXXX)
-   chmod 755 "$work"
-   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
-      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+   work_make pods
    crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
 }
 
 teardown () {
    [[ -z ${ev_pid:-} ]] || kill "$ev_pid" 2>/dev/null || true
-   for p in $(crictl pods -q --label ch-cri-test=pods 2>/dev/null); do
-      crictl stopp "$p" > /dev/null 2>&1 || true
-      crictl rmp "$p" > /dev/null 2>&1 || true
-   done
-   rm -rf "$work"
+   work_remove pods
 }
 
 crictl () {

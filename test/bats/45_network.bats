@@ -7,20 +7,13 @@ load ../common
 setup () {
    scope standard
    live_server_or_skip
-   work=$(mktemp -d /tmp/ch-cri-net.XXXXXX)
-   chmod 755 "$work"
-   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
-      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+   work_make net
    crictl pull registry.k8s.io/e2e-test-images/nginx:1.14-2 > /dev/null
    crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
 }
 
 teardown () {
-   for p in $(crictl pods -q --label ch-cri-test=net 2>/dev/null); do
-      crictl stopp "$p" > /dev/null 2>&1 || true
-      crictl rmp "$p" > /dev/null 2>&1 || true
-   done
-   rm -rf "$work"
+   work_remove net
 }
 
 crictl () {

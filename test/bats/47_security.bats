@@ -8,20 +8,13 @@ load ../common
 setup () {
    scope standard
    live_server_or_skip
-   work=$(mktemp -d /tmp/ch-cri-sec.XXXXXX)
-   chmod 755 "$work"
-   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
-      || chown "$CH_CRI_TEST_SERVER_USER" "$work"
+   work_make sec
    crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
 }
 
 teardown () {
    [[ -z ${host_sleep:-} ]] || kill "$host_sleep" 2>/dev/null || true
-   for p in $(crictl pods -q --label ch-cri-test=sec 2>/dev/null); do
-      crictl stopp "$p" > /dev/null 2>&1 || true
-      crictl rmp "$p" > /dev/null 2>&1 || true
-   done
-   rm -rf "$work"
+   work_remove sec
 }
 
 crictl () {
