@@ -20,7 +20,12 @@
               struct sock_filter, host byte order), last, just before exec
 
    Then exec CMD. Errors go to stderr and end us with exit code 127, like a
-   shell's "command not found", before CMD runs. */
+   shell's "command not found", before CMD runs.
+
+   ch-cri-init -P FD is instead a pod's PID 1 when its containers share a
+   PID namespace (the keeper starts it there): it reaps orphans, and exits
+   (ending the namespace) when the process whose pidfd is FD, the keeper,
+   has exited. */
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,7 +40,9 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/statvfs.h>
+#include <poll.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define EXIT_FAIL 127
@@ -154,12 +161,27 @@ static void seccomp_load(const char *hex)
    }
 }
 
+/* Be a PID 1 that reaps orphans until pidfd keeper_fd is readable (the
+   keeper exited). */
+static void pause_reap(int keeper_fd)
+{
+   struct pollfd p = { .fd = keeper_fd, .events = POLLIN };
+   while (1) {
+      int r = poll(&p, 1, 1000);
+      if (r > 0 || (r < 0 && errno != EINTR))
+         exit(0);
+      while (waitpid(-1, NULL, WNOHANG) > 0)
+         ;
+   }
+}
+
 int main(int argc, char **argv)
 {
    const char *caps = NULL, *filter = NULL;
    int nnp = 0, opt;
-   while ((opt = getopt(argc, argv, "+c:nr:s:")) != -1) {
+   while ((opt = getopt(argc, argv, "+c:nP:r:s:")) != -1) {
       switch (opt) {
+      case 'P': pause_reap(atoi(optarg)); break;
       case 'r': readonly(optarg); break;
       case 'c': caps = optarg; break;
       case 'n': nnp = 1; break;

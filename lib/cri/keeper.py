@@ -797,7 +797,9 @@ def main():
       pod_setup(args)
       keeper_ns.subreaper_set()
       if (args.get("pidns") == "pod"):
-         (pod_init, _) = keeper_ns.spawn(None, None, [], False, "new")
+         init = ([keeper_ns.INIT_MARK, args["init"]] if args.get("init")
+                 else None)
+         (pod_init, _) = keeper_ns.spawn(init, None, [], False, "new")
    except (OSError, keeper_ns.Spawn_Error) as x:
       json_write(os.path.join(pod_dir, "keeper.json"), { "error": str(x) })
       sys.exit(1)

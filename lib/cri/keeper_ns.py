@@ -45,6 +45,10 @@ OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
+# spawn()'s argv for a pod init running ch-cri-init: [INIT_MARK, path].
+INIT_MARK = ":init"
+
+
 ## Globals ##
 
 libc = None
@@ -175,12 +179,17 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
       os.write(w, b"mntns %d\n" % os.stat("/proc/self/ns/mnt").st_ino)
       cgroups_join(procs)
       os.setsid()
-      if (argv is None):
+      if (argv is None or argv[0] == INIT_MARK):
+         # A pod's init: ch-cri-init -P (small), or if it is not given,
+         # this forked copy of the keeper.
          os.close(w)
          fds_apply([(os.POSIX_SPAWN_OPEN, n, "/dev/null", os.O_RDWR, 0)
                     for n in (0, 1, 2)])
          os.closerange(3, keeper_fd)
          os.closerange(keeper_fd + 1, 1 << 16)
+         if (argv is not None):
+            os.set_inheritable(keeper_fd, True)
+            os.execv(argv[1], [argv[1], "-P", str(keeper_fd)])
          init_loop(keeper_fd)
       fds_apply(fa)
       if (tty):

@@ -225,7 +225,8 @@ class Pod:
 class Pods:
    "Pod operations over a Store."
 
-   def __init__(self, store, ch, python, net=None):
+   def __init__(self, store, ch, python, net=None, init=None):
+      self.init = init         # ch-cri-init, the pod init where shared
       self.store = store
       self.ch = ch
       self.python = python
@@ -341,6 +342,7 @@ class Pods:
                                  "pidns": ("pod" if pod.ns_opts.pid
                                            == pb.NamespaceMode.POD
                                            else None),
+                                 "init": self.init,
                                  "sysctls": dict(config.linux.sysctls) })
       argv = self.ch.keeper_argv(
          self.python, KEEPER_PY, pod.dir_, net_p=not host_net,

@@ -80,7 +80,7 @@ def serve(cfg, version, python, init):
    else:
       log.warning("no pod network: %s; pods not on the host network get "
                   "loopback only", net.reason)
-   pods = cri.sandbox.Pods(state, ch, python, net)
+   pods = cri.sandbox.Pods(state, ch, python, net, init)
    cg = cri.cgroups.Cgroups()
    if (not cg.usable):
       log.warning("container resources not enforced: %s", cg.reason)
