@@ -103,6 +103,7 @@ class Container:
       self.stdin_once = False
       self.memcg = None       # memory cgroup directory, for OOM kills
       self.staged = []        # mounts staged for ch-run --bind
+      self.chrun_p = False    # started by ch-run, root not seen switched
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
 
@@ -278,23 +279,13 @@ def op_start(conn, req):
       os.set_blocking(fd, False)
       sel.register(fd, selectors.EVENT_READ, ("out", c))
    sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
-   # ch-run makes the container's mount namespace at once, and its root
-   # soon after: wait (bounded) for both, so that "signal all" finds the
-   # container's processes and an exec joining the namespace finds the
-   # container's root rather than ours.
-   root = os.stat("/")
-   chrun_p = os.path.basename(argv[0]) == "ch-run"
-   for _ in range(5000):
+   # ch-run makes the container's mount namespace at once: wait for it
+   # (bounded) so "signal all" can find the container's processes.
+   c.chrun_p = os.path.basename(argv[0]) == "ch-run"
+   for _ in range(2000):
       ns = mntns_of(pid)
-      if (ns is None or not chrun_p):
+      if (ns is None or ns not in (mntns_self, mntns_pre) or not c.chrun_p):
          break
-      if (ns not in (mntns_self, mntns_pre)):
-         try:
-            r = os.stat("/proc/%d/root/" % pid)
-         except OSError:
-            break
-         if ((r.st_dev, r.st_ino) != (root.st_dev, root.st_ino)):
-            break
       time.sleep(0.001)
    c.status["mntns"] = ns
    c.save()
@@ -411,10 +402,29 @@ def op_wait(conn, req):
    return None   # answered later
 
 
+def root_wait(c):
+   """Wait (bounded) until ch-run has switched container c to its root,
+      so that an exec joining its mount namespace finds the container's
+      files rather than ours (an exec can come right after the start)."""
+   if (not c.chrun_p):
+      return
+   root = os.stat("/")
+   for _ in range(5000):
+      try:
+         r = os.stat("/proc/%d/root/" % c.pid)
+      except OSError:
+         break
+      if ((r.st_dev, r.st_ino) != (root.st_dev, root.st_ino)):
+         c.chrun_p = False   # done: no need to look again
+         break
+      time.sleep(0.001)
+
+
 def op_exec(conn, req):
    c = container_get(req["id"])
    if (c.exited_p()):
       raise ValueError("container not running: %s" % c.id_)
+   root_wait(c)
    outs = dict()
    fa = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
    closers = []
@@ -470,6 +480,7 @@ def op_exec_stream(conn, req):
    c = container_get(req["id"])
    if (c.pid is None or c.exited_p()):
       raise ValueError("container not running: %s" % c.id_)
+   root_wait(c)
    tty = bool(req.get("tty"))
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
    try:
