@@ -103,7 +103,6 @@ class Container:
       self.stdin_once = False
       self.memcg = None       # memory cgroup directory, for OOM kills
       self.staged = []        # mounts staged for ch-run --bind
-      self.chrun_p = False    # started by ch-run, root not seen switched
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
 
@@ -265,7 +264,7 @@ def op_start(conn, req):
    argv = req["argv"]
    pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
-      (pid, mntns_pre) = keeper_ns.spawn(argv, req["env"], fa,
+      (pid, _) = keeper_ns.spawn(argv, req["env"], fa,
                                          bool(req.get("tty")), pidns,
                                          procs=req.get("cgroups") or (),
                                          ops=premount_ops(c.merged, req))
@@ -279,14 +278,21 @@ def op_start(conn, req):
       os.set_blocking(fd, False)
       sel.register(fd, selectors.EVENT_READ, ("out", c))
    sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
-   # ch-run makes the container's mount namespace at once: wait for it
-   # (bounded) so "signal all" can find the container's processes.
-   c.chrun_p = os.path.basename(argv[0]) == "ch-run"
-   for _ in range(2000):
-      ns = mntns_of(pid)
-      if (ns is None or ns not in (mntns_self, mntns_pre) or not c.chrun_p):
-         break
-      time.sleep(0.001)
+   # Wait (bounded) until ch-run has exec'd what it runs: its namespaces
+   # and root are then the container's for good (it makes more than one
+   # mount namespace on the way), so "signal all" and stats find the
+   # container's processes by mount namespace, and an exec joining it
+   # finds the container's root.
+   if (os.path.basename(argv[0]) == "ch-run"):
+      chrun = os.path.realpath(argv[0])
+      for _ in range(5000):
+         try:
+            if (os.readlink("/proc/%d/exe" % pid) != chrun):
+               break
+         except OSError:
+            break
+         time.sleep(0.001)
+   ns = mntns_of(pid)
    c.status["mntns"] = ns
    c.save()
    return { "status": c.status }
@@ -402,29 +408,10 @@ def op_wait(conn, req):
    return None   # answered later
 
 
-def root_wait(c):
-   """Wait (bounded) until ch-run has switched container c to its root,
-      so that an exec joining its mount namespace finds the container's
-      files rather than ours (an exec can come right after the start)."""
-   if (not c.chrun_p):
-      return
-   root = os.stat("/")
-   for _ in range(5000):
-      try:
-         r = os.stat("/proc/%d/root/" % c.pid)
-      except OSError:
-         break
-      if ((r.st_dev, r.st_ino) != (root.st_dev, root.st_ino)):
-         c.chrun_p = False   # done: no need to look again
-         break
-      time.sleep(0.001)
-
-
 def op_exec(conn, req):
    c = container_get(req["id"])
    if (c.exited_p()):
       raise ValueError("container not running: %s" % c.id_)
-   root_wait(c)
    outs = dict()
    fa = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
    closers = []
@@ -480,7 +467,6 @@ def op_exec_stream(conn, req):
    c = container_get(req["id"])
    if (c.pid is None or c.exited_p()):
       raise ValueError("container not running: %s" % c.id_)
-   root_wait(c)
    tty = bool(req.get("tty"))
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
    try:

@@ -176,7 +176,7 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
       if (ops and not proc_p):
          libc_call("unshare", CLONE_NEWNS)
       premounts_apply(ops)
-      os.write(w, b"mntns %d\n" % os.stat("/proc/self/ns/mnt").st_ino)
+      os.write(w, b"mntns %s\n" % os.readlink("/proc/self/ns/mnt").encode())
       cgroups_join(procs)
       os.setsid()
       if (argv is None or argv[0] == INIT_MARK):
@@ -275,7 +275,8 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       except ChildProcessError:
          pass
       raise Spawn_Error(info[b"error"].decode())
-   mntns = int(info[b"mntns"]) if b"mntns" in info else None
+   # As keeper_io.mntns_of() gives it: "mnt:[INODE]".
+   mntns = info[b"mntns"].decode() if b"mntns" in info else None
    return (pid, mntns)
 
 

@@ -152,6 +152,11 @@ EOF
    pod_run own 1 > /dev/null
    c=$(ctr_run own pc '{"security_context": {"namespace_options": {"pid": 1}}}')
    [[ $(crictl exec "$c" cat /proc/1/cmdline | tr '\0' ' ') == "sleep 600 " ]]
+   # The mount namespace recorded is the container's (ch-run's), which
+   # stats, "kill all" and exec rely on.
+   pid=$(crictl inspect "$c" | jq -r .info.pid)
+   ns=$(readlink "/proc/${pid}/ns/mnt")
+   [[ $(crictl inspect "$c" | jq -r .info.status.mntns) == "$ns" ]]
    [[ $(crictl exec "$c" pgrep -c sleep) -eq 1 ]]
    # Stop reaches PID 1 (SIGTERM is ignored by a PID 1 without a handler,
    # so the grace period ends in SIGKILL).
