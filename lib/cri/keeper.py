@@ -82,7 +82,6 @@ containers = dict()      # id -> Container
 subscribers = []         # event connections
 execs = []               # Exec in progress
 waiters = []             # (deadline, Conn, container id)
-mntns_self = None
 pod_init = None          # PID of the pod's init (PID namespace POD)
 shutdown = None          # (deadline, Conn) once asked to shut down
 
@@ -264,7 +263,7 @@ def op_start(conn, req):
    argv = req["argv"]
    pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
-      (pid, _) = keeper_ns.spawn(argv, req["env"], fa,
+      pid = keeper_ns.spawn(argv, req["env"], fa,
                                          bool(req.get("tty")), pidns,
                                          procs=req.get("cgroups") or (),
                                          ops=premount_ops(c.merged, req))
@@ -422,7 +421,7 @@ def op_exec(conn, req):
       outs[r] = bytearray()
       os.set_blocking(r, False)
    try:
-      (pid, _) = keeper_ns.spawn(req["argv"], req["env"], fa, False,
+      pid = keeper_ns.spawn(req["argv"], req["env"], fa, False,
                                  c.pid if c.status.get("pidns") else None,
                                  proc_p=False)
    finally:
@@ -470,7 +469,7 @@ def op_exec_stream(conn, req):
    tty = bool(req.get("tty"))
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
    try:
-      (pid, _) = keeper_ns.spawn(req["argv"], req["env"], fa, tty,
+      pid = keeper_ns.spawn(req["argv"], req["env"], fa, tty,
                                  c.pid if c.status.get("pidns") else None,
                                  proc_p=False)
       pidfd = os.pidfd_open(pid)
@@ -784,19 +783,18 @@ def pod_setup(args):
 
 
 def main():
-   global mntns_self, pod_init
+   global pod_init
    pod_dir = sys.argv[1]
    with open(os.path.join(pod_dir, "keeper-args.json")) as fp:
       args = json.load(fp)
    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-   mntns_self = mntns_of(os.getpid())
    try:
       pod_setup(args)
       keeper_ns.subreaper_set()
       if (args.get("pidns") == "pod"):
          init = ([keeper_ns.INIT_MARK, args["init"]] if args.get("init")
                  else None)
-         (pod_init, _) = keeper_ns.spawn(init, None, [], False, "new")
+         pod_init = keeper_ns.spawn(init, None, [], False, "new")
    except (OSError, keeper_ns.Spawn_Error) as x:
       json_write(os.path.join(pod_dir, "keeper.json"), { "error": str(x) })
       sys.exit(1)

@@ -12,8 +12,8 @@
 # B makes its own mount namespace with a /proc for its PID namespace (so
 # ch-run, which binds /proc, shows the container only its processes), sets
 # up its stdio and session, and execs argv. A and B report on a pipe:
-# "pid N" (B's PID here), "mntns M" (B's mount namespace before it execs),
-# or "error MSG"; end of file means B exec'd or died.
+# "pid N" (B's PID here) or "error MSG"; end of file means B exec'd or
+# died.
 
 import ctypes
 import fcntl
@@ -176,7 +176,6 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
       if (ops and not proc_p):
          libc_call("unshare", CLONE_NEWNS)
       premounts_apply(ops)
-      os.write(w, b"mntns %s\n" % os.readlink("/proc/self/ns/mnt").encode())
       cgroups_join(procs)
       os.setsid()
       if (argv is None or argv[0] == INIT_MARK):
@@ -237,9 +236,8 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       needs the host's /proc) keeps our mount namespace. The process joins
       the cgroups whose cgroup.procs files procs lists before it execs
       (in our PID namespace, just after), and applies premounts_apply()'s
-      ops in a mount namespace of its own. Return (pid, mntns): our child's PID, and with
-      a PID namespace the mount namespace it made for its /proc (ch-run
-      makes another). Raise Spawn_Error."""
+      ops in a mount namespace of its own. Return our child's PID; raise
+      Spawn_Error."""
    if (pidns is None and ops):
       pidns = "host"
    if (pidns is None):
@@ -253,7 +251,7 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       except OSError as x:
          os.kill(pid, 9)
          raise Spawn_Error("cgroup: %s" % x)
-      return (pid, None)
+      return pid
    (r, w) = os.pipe()
    a = os.fork()
    if (a == 0):
@@ -275,9 +273,7 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       except ChildProcessError:
          pass
       raise Spawn_Error(info[b"error"].decode())
-   # As keeper_io.mntns_of() gives it: "mnt:[INODE]".
-   mntns = info[b"mntns"].decode() if b"mntns" in info else None
-   return (pid, mntns)
+   return pid
 
 
 def strays_reap(known):
