@@ -190,9 +190,10 @@ class Network:
          raise Cni_Error("CNI %s %s: %s" % (plugin["type"], cmd, msg))
       return out
 
-   def add(self, pod_id, netns, pms):
+   def add(self, pod_id, netns, pms, hold=None):
       """Connect netns to the network; return the CNI result. On failure
-         undo what was done and raise Cni_Error."""
+         undo what was done and raise Cni_Error. (hold is for
+         slirp.Slirp's interface.)"""
       pm = port_mappings(pms)
       prev = None
       try:

@@ -22,7 +22,8 @@ TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "streaming", "registry", "network" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
-NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge" }
+NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
+                 "slirp4netns" }
 REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
                   "username", "password" }
 
@@ -68,7 +69,8 @@ def defaults():
                            "allow_remote": False },
             "network": { "cni_conf_dir": "/etc/cni/net.d",
                          "cni_bin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
-                         "subnet": "10.85.0.0/16", "bridge": "chcri0" },
+                         "subnet": "10.85.0.0/16", "bridge": "chcri0",
+                         "slirp4netns": "slirp4netns" },
             "registry": {} }
 
 
@@ -132,7 +134,7 @@ def load(path, required):
    n = typed(data, "network", dict, "network") if "network" in data else {}
    unknown(n, NETWORK_KEYS, "network.")
    for (k, t) in (("cni_conf_dir", str), ("cni_bin_dirs", list),
-                  ("subnet", str), ("bridge", str)):
+                  ("subnet", str), ("bridge", str), ("slirp4netns", str)):
       if (k in n):
          cfg["network"][k] = typed(n, k, t, "network." + k)
    regs = typed(data, "registry", dict, "registry") if "registry" in data \

@@ -40,6 +40,8 @@
 #   portforward port      -> a socket connected to 127.0.0.1:port (or
 #                            [::1]) in the pod's network namespace
 #   reopen id             reopen the container's log file
+#   hold                  keep the descriptors sent with this request
+#                         open until we exit (slirp4netns's exit pipe)
 #   remove id             unmount the container's rootfs and forget it
 #   events                this connection becomes a stream of
 #                         {"ev": "exit", "id", "status"} lines
@@ -83,6 +85,7 @@ subscribers = []         # event connections
 execs = []               # Exec in progress
 waiters = []             # (deadline, Conn, container id)
 pod_init = None          # PID of the pod's init (PID namespace POD)
+held = []                # descriptors kept open for our lifetime (hold)
 shutdown = None          # (deadline, Conn) once asked to shut down
 
 
@@ -542,6 +545,14 @@ def op_reopen(conn, req):
    return {}
 
 
+def op_hold(conn, req):
+   held.extend(conn.fds)
+   for fd in conn.fds:
+      os.set_inheritable(fd, False)
+   conn.fds = []
+   return {}
+
+
 def op_remove(conn, req):
    c = containers.get(req["id"])
    if (c is None):
@@ -596,7 +607,7 @@ def container_get(id_):
 OPS = { "hello": op_hello, "start": op_start, "signal": op_signal,
         "wait": op_wait, "exec": op_exec, "exec_stream": op_exec_stream,
         "attach": op_attach, "portforward": op_portforward,
-        "reopen": op_reopen,
+        "reopen": op_reopen, "hold": op_hold,
         "remove": op_remove, "events": op_events, "shutdown": op_shutdown }
 
 

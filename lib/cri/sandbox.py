@@ -16,6 +16,7 @@ import misc
 import cri.cni as cni
 import cri.errors as err
 import cri.keeper_conn as kc
+import cri.slirp as slirp
 import cri.store as st
 
 from cri_api.v1 import api_pb2 as pb
@@ -320,6 +321,8 @@ class Pods:
       if (resolv is None):
          with open("/etc/resolv.conf") as fp:
             resolv = fp.read()
+         if (not host_net and getattr(self.net, "dns", None)):
+            resolv = slirp.resolv_fix(resolv)
       if (host_net):
          with open("/etc/hosts") as fp:
             hosts = fp.read()
@@ -371,15 +374,19 @@ class Pods:
    def network_add(self, pod):
       "Connect the pod to the network, or stop its keeper and raise."
       try:
-         pod.net = self.net.add(pod.id_, "/proc/%d/ns/net" % pod.keeper_pid,
-                                pod.config.port_mappings)
+         pod.net = self.net.add(
+            pod.id_, "/proc/%d/ns/net" % pod.keeper_pid,
+            pod.config.port_mappings,
+            hold=lambda fds: kc.call(pod.sock, "hold", fds=fds))
          fsutil.json_write_atomic(os.path.join(pod.dir_, "network.json"),
                                   pod.net)
-      except (cni.Cni_Error, OSError) as x:
+      except (cni.Cni_Error, kc.Keeper_Error, OSError) as x:
          try:
             kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
          except kc.Keeper_Error:
             pass
+         if (isinstance(x, slirp.Port_Error)):
+            raise err.Failed_Precondition(str(x))
          raise err.Internal("pod network: %s" % x)
 
    def network_del(self, pod):

@@ -22,6 +22,7 @@ import cri.errors
 import cri.images
 import cri.runtime
 import cri.sandbox
+import cri.slirp
 import cri.stats
 import cri.store
 import cri.stream_backend
@@ -73,10 +74,13 @@ def serve(cfg, version, python, init):
    state.load(cri.sandbox.Pod, cri.container.Container)
    state.start()
    nc = cfg["network"]
-   net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
-                         cfg["state_dir"], nc["subnet"], nc["bridge"])
+   if (os.geteuid() == 0):
+      net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
+                            cfg["state_dir"], nc["subnet"], nc["bridge"])
+   else:
+      net = cri.slirp.Slirp(nc["slirp4netns"], cfg["state_dir"])
    if (net.ready):
-      log.info("pod network: CNI %s from %s", net.conf["name"], net.source)
+      log.info("pod network: %s from %s", net.conf["name"], net.source)
    else:
       log.warning("no pod network: %s; pods not on the host network get "
                   "loopback only", net.reason)

@@ -13,7 +13,7 @@ import pytest
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
             "cri.config": True, "cri.images": True, "cri.container": False,
             "cri.cgroups": True, "cri.cni": True, "cri.sandbox": True,
-            "cri.security": True, "cri.spec": True,
+            "cri.security": True, "cri.slirp": True, "cri.spec": True,
             "cri.spdy": True, "cri.streaming": True, "cri.store": True }
 
 
