@@ -21,7 +21,9 @@ crictl_ () {
 # Start a ch-cri whose files live in directory $1 (socket $1/ch-cri.sock,
 # state $1/state, storage $1/storage, log $1/log, pid $1/pid), optionally as
 # user $2, with the test config $CH_CRI_TEST_CONFIG if set. Extra ch-cri
-# arguments may follow "--". Waits (bounded) until the socket answers.
+# arguments may follow "--". Waits (bounded) until the socket answers. As
+# a user it sees a /dev/net/tun it may open (test/bin/with-tun), as on
+# most hosts, unless CH_CRI_TEST_TUN=0.
 server_start () {
    local dir=$1 user=${2:-}
    shift 2 || shift $#
@@ -36,6 +38,8 @@ server_start () {
       chown "$user" "$dir"
       cmd=(setpriv --reuid="$user" --regid="$user" --init-groups
            --reset-env "${cmd[@]}")
+      [[ ${CH_CRI_TEST_TUN:-1} == 0 ]] \
+         || cmd=("${test_dir}/bin/with-tun" "${dir}/tun" "${cmd[@]}")
    fi
    setsid "${cmd[@]}" >> "${dir}/log" 2>&1 < /dev/null &
    echo $! > "${dir}/pid"

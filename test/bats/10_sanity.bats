@@ -121,6 +121,6 @@ teardown () {
    prereq_or_skip shellcheck "$ok"
    cd "$top"
    shellcheck -x autogen.sh misc/* test/run test/common.bash test/bin/critest-run \
-                 test/bin/go-tools test/bin/registry \
+                 test/bin/go-tools test/bin/registry test/bin/with-tun \
                  test/images/build .ci/run
 }

@@ -298,6 +298,12 @@ def raw_mangle(draw, req):
    tail = draw(hs.binary(min_size=1, max_size=20))
    bad = draw(hs.sampled_from([b"\xff\xfe", b"\xc0\xaf", b"\xed\xa0\x80",
                                b"\x80"]))
+   if (isinstance(req, pb.RunPodSandboxRequest)):
+      # A flipped byte in the log directory would make ch-cri (root) make
+      # that directory anywhere on the host.
+      req = pb.RunPodSandboxRequest(config=req.config,
+                                    runtime_handler=req.runtime_handler)
+      req.config.ClearField("log_directory")
    data = bytearray(req.SerializeToString())
    if (k == 0 and data):
       for (i, v) in flips:
