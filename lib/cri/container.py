@@ -238,7 +238,8 @@ class Containers:
          procs = []
          if (self.cg is not None and self.cg.usable):
             try:
-               procs = self.cg.create(c.id_, c.resources
+               key = self.cg_key(c)
+               procs = self.cg.create(key, c.resources
                                       or c.config.linux.resources)
             except cgroups.Cgroup_Error as x:
                raise err.Invalid_Argument("config.linux.resources: %s" % x)
@@ -255,7 +256,7 @@ class Containers:
                           pidns=s.get("pidns", "node"),
                           pidns_target=s.get("pidns_target"),
                           cgroups=procs,
-                          memcg=(self.cg.dir_("memory", c.id_) if procs
+                          memcg=(self.cg.dir_("memory", key) if procs
                                  else None))
          except kc.Keeper_Error as x:
             raise err.Failed_Precondition("container %s: start failed: %s"
@@ -328,7 +329,7 @@ class Containers:
             self.store.containers.pop(c.id_, None)
          self.store.dir_remove(c.dir_)
          if (self.cg is not None and self.cg.usable):
-            self.cg.remove(c.id_)
+            self.cg.remove(self.cg_key(c))
       self.store.event_publish("deleted", c)
       log.info("container %s removed", id_)
 
@@ -420,6 +421,21 @@ class Containers:
          raise err.Failed_Precondition("container %s: reopen log: %s"
                                        % (id_, x))
 
+   def cg_key(self, c):
+      """Return the key of container c's cgroup (see cgroups.Cgroups): in
+         its pod's, or ch-cri/ID for one an older ch-cri started."""
+      pod = self.pods.find(c.pod_id)
+      parent = pod.config.linux.cgroup_parent if pod is not None else ""
+      try:
+         key = self.cg.pod_key(parent, c.pod_id)[0] + "/" + c.id_
+      except cgroups.Cgroup_Error:
+         key = self.cg.pod_key("", c.pod_id)[0] + "/" + c.id_
+      legacy = cgroups.PARENT + "/" + c.id_
+      if (not os.path.isdir(self.cg.dir_("memory", key))
+          and os.path.isdir(self.cg.dir_("memory", legacy))):
+         return legacy
+      return key
+
    def resources_update(self, id_, resources):
       """Record resources and, if the container has cgroups (it started
          with ch-cri able to write them), apply them at once."""
@@ -427,10 +443,10 @@ class Containers:
       with c.op_lock:
          live = (self.cg is not None and self.cg.usable
                  and c.state != pb.ContainerState.CONTAINER_CREATED
-                 and os.path.isdir(self.cg.dir_("memory", c.id_)))
+                 and os.path.isdir(self.cg.dir_("memory", self.cg_key(c))))
          if (live):
             try:
-               self.cg.apply(c.id_, resources)
+               self.cg.apply(self.cg_key(c), resources)
             except cgroups.Cgroup_Error as x:
                raise err.Invalid_Argument("linux: %s" % x)
          fsutil.json_write_atomic(os.path.join(c.dir_, "resources.json"),

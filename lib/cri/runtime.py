@@ -23,10 +23,7 @@ KUBE_API_VERSION = "0.1.0"
 RUNTIME_NAME = "ch-cri"
 
 EVENT_STREAMS_MAX = 8
-PENDING = { "UpdatePodSandboxResources": "pod-level resources are not "
-                                         "supported (ch-cri has cgroups "
-                                         "per container only)",
-            "CheckpointContainer": "checkpointing is not supported "
+PENDING = { "CheckpointContainer": "checkpointing is not supported "
                                    "(Charliecloud has no checkpoint/restore)" }
 
 
@@ -214,6 +211,14 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    def UpdateContainerResources(self, request, context):
       self.ctrs.resources_update(request.container_id, request.linux)
       return pb.UpdateContainerResourcesResponse()
+
+   @err.rpc
+   def UpdatePodSandboxResources(self, request, context):
+      self.pods.resources_update(
+         request.pod_sandbox_id,
+         request.overhead if request.HasField("overhead") else None,
+         request.resources if request.HasField("resources") else None)
+      return pb.UpdatePodSandboxResourcesResponse()
 
    @err.rpc
    def ReopenContainerLog(self, request, context):

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 import fsutil
 import misc
+import cri.cgroups as cgroups
 import cri.cni as cni
 import cri.errors as err
 import cri.keeper_conn as kc
@@ -226,8 +227,9 @@ class Pod:
 class Pods:
    "Pod operations over a Store."
 
-   def __init__(self, store, ch, python, net=None, init=None):
+   def __init__(self, store, ch, python, net=None, init=None, cg=None):
       self.init = init         # ch-cri-init, the pod init where shared
+      self.cg = cg if (cg is not None and cg.usable) else None
       self.store = store
       self.ch = ch
       self.python = python
@@ -275,6 +277,12 @@ class Pods:
       ns = config.linux.security_context.namespace_options
       sysctls_check(config.linux.sysctls, ns)
       port_mappings_check(config.port_mappings)
+      if (config.linux.cgroup_parent):
+         try:
+            cgroups.parent_path(config.linux.cgroup_parent,
+                                self.cg.driver if self.cg else "cgroupfs")
+         except cgroups.Cgroup_Error as x:
+            raise err.Invalid_Argument("config.linux.%s" % x)
       if (ns.network == pb.NamespaceMode.TARGET
           or ns.ipc == pb.NamespaceMode.TARGET):
          raise err.Invalid_Argument("config.linux.security_context."
@@ -302,6 +310,7 @@ class Pods:
          with self.store.lock:
             del self.store.pods[id_]
          self.store.dir_remove(pod.dir_)
+         self.cg_remove(pod)
          raise
       self.store.event_publish("created", pod)
       self.store.event_publish("started", pod)
@@ -315,6 +324,16 @@ class Pods:
                             { "config": pb_dict(config),
                               "created_at": pod.created_at,
                               "handler": pod.handler })
+      if (config.linux.HasField("resources")
+          or config.linux.HasField("overhead")):
+         try:
+            self.resources_apply(
+               pod, config.linux.overhead if config.linux.HasField(
+                  "overhead") else None,
+               config.linux.resources if config.linux.HasField(
+                  "resources") else None)
+         except cgroups.Cgroup_Error as x:
+            raise err.Invalid_Argument("config.linux.resources: %s" % x)
       host_net = pod.host_net_p
       hostname = config.hostname or os.uname().nodename
       resolv = resolv_conf(config.dns_config)
@@ -431,12 +450,61 @@ class Pods:
          with self.store.lock:
             self.store.pods.pop(pod.id_, None)
          self.store.dir_remove(pod.dir_)
+         self.cg_remove(pod)
          try:
             os.unlink(pod.sock)
          except OSError:
             pass
       self.store.event_publish("deleted", pod)
       log.info("pod %s removed", pod.id_)
+
+   def cg_key(self, pod):
+      """Return (key, owned) of pod's cgroup (see cgroups.Cgroups), or
+         None without cgroups."""
+      if (self.cg is None):
+         return None
+      try:
+         return self.cg.pod_key(pod.config.linux.cgroup_parent, pod.id_)
+      except cgroups.Cgroup_Error:
+         return None
+
+   def cg_remove(self, pod):
+      "Remove the pod's cgroup if ch-cri made it."
+      k = self.cg_key(pod)
+      if (k is not None and k[1]):
+         self.cg.remove(k[0])
+
+   def resources_apply(self, pod, overhead, resources):
+      """Apply resources plus overhead to pod's cgroup if ch-cri owns it
+         (the kubelet writes the cgroup_parent it gives); return whether
+         they were. Raise Cgroup_Error."""
+      k = self.cg_key(pod)
+      if (k is None or not k[1]):
+         return False
+      self.cg.create(k[0], cgroups.sum_resources(resources, overhead))
+      return True
+
+   def resources_update(self, id_, overhead, resources):
+      "UpdatePodSandboxResources: record, and apply where ch-cri may."
+      pod = self.get(id_)
+      with pod.op_lock:
+         applied = False
+         if (pod.stopped_at is None):
+            try:
+               applied = self.resources_apply(pod, overhead, resources)
+            except cgroups.Cgroup_Error as x:
+               raise err.Invalid_Argument("resources: %s" % x)
+         fsutil.json_write_atomic(
+            os.path.join(pod.dir_, "resources.json"),
+            { "overhead": pb_dict(overhead) if overhead else None,
+              "resources": pb_dict(resources) if resources else None })
+      k = self.cg_key(pod)
+      log.info("pod %s: resources %s", pod.id_,
+               "applied" if applied
+               else "recorded, not enforced: %s"
+                    % ("no cgroups" if k is None
+                       else "pod stopped" if pod.stopped_at is not None
+                       else "the kubelet manages cgroup %s" % k[0]))
 
    def matching(self, f):
       "Return the Pods that PodSandboxFilter f (or None) selects."

@@ -84,10 +84,14 @@ def serve(cfg, version, python, init):
    else:
       log.warning("no pod network: %s; pods not on the host network get "
                   "loopback only", net.reason)
-   pods = cri.sandbox.Pods(state, ch, python, net, init)
-   cg = cri.cgroups.Cgroups()
+   cg = cri.cgroups.Cgroups(driver=cfg["cgroup_driver"])
    if (not cg.usable):
       log.warning("container resources not enforced: %s", cg.reason)
+   else:
+      n = cg.sweep(set(state.pods) | set(state.containers))
+      if (n):
+         log.info("removed %d empty cgroups of pods and containers gone", n)
+   pods = cri.sandbox.Pods(state, ch, python, net, init, cg)
    ctrs = cri.container.Containers(state, ch, pods, store, cg, init)
    store.in_use = ctrs.image_user
    info = { "version": version,

@@ -112,7 +112,8 @@ class Stats:
             cpu_ns += ticks * 10**9 // CLK_TCK
             rss += int(f[21]) * PAGE_SIZE
       mem = (rss, rss, rss)
-      cg = self.cg.usage(c.id_) if self.cg is not None else None
+      cg = (self.cg.usage(self.ctrs.cg_key(c)) if self.cg is not None
+            else None)
       if (cg is not None and c.state == pb.ContainerState.CONTAINER_RUNNING):
          # Counted once per page, and including what has exited.
          (cpu_ns, mem) = (cg[0], cg[1:])

@@ -15,6 +15,12 @@ setup () {
 teardown () {
    [[ -z ${host_sleep:-} ]] || kill "$host_sleep" 2>/dev/null || true
    work_remove sec
+   if [[ -n ${parent:-} ]]; then   # a kubelet-style cgroup_parent
+      for c in memory cpu cpuacct pids cpuset; do
+         rmdir "/sys/fs/cgroup/${c}/${parent}" \
+               "/sys/fs/cgroup/${c}/${parent%/*}" 2>/dev/null || true
+      done
+   fi
 }
 
 crictl () {
@@ -189,22 +195,66 @@ EOF
 
 @test 'resources: cgroup limits, live update, stats from cgroups (root)' {
    [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "cgroups need a root ch-cri"
-   pod_run res > /dev/null
+   pod=$(pod_run res)
    id=$(ctr_run res r1 '{"resources": {"memory_limit_in_bytes": 104857600, "cpu_shares": 512, "cpu_quota": 50000, "cpu_period": 100000}}')
+   # The pod has no cgroup_parent: ch-cri makes and owns its cgroup.
    cg=/sys/fs/cgroup
-   [[ $(cat "${cg}/memory/ch-cri/${id}/memory.limit_in_bytes") -eq 104857600 ]]
-   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.shares") -eq 512 ]]
-   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.cfs_quota_us") -eq 50000 ]]
+   m=${cg}/memory/ch-cri/${pod}/${id}
+   [[ $(cat "${m}/memory.limit_in_bytes") -eq 104857600 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${pod}/${id}/cpu.shares") -eq 512 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${pod}/${id}/cpu.cfs_quota_us") -eq 50000 ]]
    pid=$(crictl inspect "$id" | jq -r .info.pid)
-   grep -qx "$pid" "${cg}/memory/ch-cri/${id}/cgroup.procs"
+   grep -qx "$pid" "${m}/cgroup.procs"
    crictl update --memory 209715200 --cpu-quota 20000 "$id" > /dev/null
-   [[ $(cat "${cg}/memory/ch-cri/${id}/memory.limit_in_bytes") -eq 209715200 ]]
-   [[ $(cat "${cg}/cpu/ch-cri/${id}/cpu.cfs_quota_us") -eq 20000 ]]
+   [[ $(cat "${m}/memory.limit_in_bytes") -eq 209715200 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${pod}/${id}/cpu.cfs_quota_us") -eq 20000 ]]
    # Stats are the cgroup's.
    crictl exec "$id" sh -c 'x=$(head -c 8000000 /dev/zero | tr "\0" x); echo ${#x}' > /dev/null
    ws=$(crictl stats -o json --id "$id" | jq -r '.stats[0].memory.workingSetBytes.value')
    [[ $ws -gt 0 ]]
+   # UpdatePodSandboxResources limits the pod's cgroup (resources plus
+   # overhead), which holds its containers and not its keeper.
+   "$PYTHON" "${test_dir}/bin/cri-call" "$sock" UpdatePodSandboxResources \
+      "{\"pod_sandbox_id\": \"${pod}\", \"resources\": {\"memory_limit_in_bytes\": 314572800, \"cpu_shares\": 1024}, \"overhead\": {\"memory_limit_in_bytes\": 1048576, \"cpu_shares\": 10}}"
+   [[ $(cat "${cg}/memory/ch-cri/${pod}/memory.limit_in_bytes") -eq 315621376 ]]
+   [[ $(cat "${cg}/cpu/ch-cri/${pod}/cpu.shares") -eq 1034 ]]
+   kpid=$(crictl inspectp "$pod" | jq -r .info.pid)
+   ! grep -qx "$kpid" "${cg}/memory/ch-cri/${pod}/cgroup.procs"
+   run "$PYTHON" "${test_dir}/bin/cri-call" "$sock" UpdatePodSandboxResources \
+       '{"pod_sandbox_id": "0123456789ab"}'
+   [[ $status -eq 1 && $output == NOT_FOUND:* ]]
    crictl stop -t 1 "$id" > /dev/null
    crictl rm "$id" > /dev/null
-   [[ ! -e ${cg}/memory/ch-cri/${id} ]]
+   [[ ! -e $m ]]
+   crictl stopp "$pod" > /dev/null
+   crictl rmp "$pod" > /dev/null
+   [[ ! -e ${cg}/memory/ch-cri/${pod} ]]
+}
+
+@test 'resources: containers go in the cgroup_parent the kubelet gives (root)' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "cgroups need a root ch-cri"
+   cg=/sys/fs/cgroup
+   parent=ch-cri-test-kubepods/pod-${RANDOM}
+   cat > "${work}/cp.json" <<EOF
+{"metadata": {"name": "cp", "namespace": "ch-cri-test", "uid": "cp-uid"},
+ "log_directory": "${work}/logs/cp", "labels": {"ch-cri-test": "sec"},
+ "linux": {"cgroup_parent": "/${parent}"}}
+EOF
+   crictl runp "${work}/cp.json" > "${work}/cp.id"
+   id=$(ctr_run cp c1 '{"resources": {"memory_limit_in_bytes": 104857600}}')
+   pid=$(crictl inspect "$id" | jq -r .info.pid)
+   grep -qx "$pid" "${cg}/memory/${parent}/${id}/cgroup.procs"
+   [[ $(cat "${cg}/memory/${parent}/${id}/memory.limit_in_bytes") -eq 104857600 ]]
+   crictl stopp "$(cat "${work}/cp.id")" > /dev/null
+   crictl rmp "$(cat "${work}/cp.id")" > /dev/null
+   # The container's cgroup goes; the kubelet's pod cgroup is its own.
+   [[ ! -e ${cg}/memory/${parent}/${id} ]]
+   [[ -d ${cg}/memory/${parent} ]]
+   for c in memory cpu cpuacct pids cpuset; do
+      rmdir "${cg}/${c}/${parent}" "${cg}/${c}/${parent%/*}"
+   done
+   # A malformed one is refused by name.
+   sed -i 's|"cgroup_parent": "[^"]*"|"cgroup_parent": "/a/../b"|' "${work}/cp.json"
+   run crictl runp "${work}/cp.json"
+   [[ $status -ne 0 && $output == *config.linux.cgroup_parent* ]]
 }

@@ -26,7 +26,8 @@ IMPLEMENTED = { "Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig",
                 "ExecSync", "ContainerStats", "ListContainerStats",
                 "PodSandboxStats", "ListPodSandboxStats", "Exec", "Attach",
                 "PortForward", "GetContainerEvents",
-                "ListMetricDescriptors", "ListPodSandboxMetrics" }
+                "ListMetricDescriptors", "ListPodSandboxMetrics",
+                "UpdatePodSandboxResources" }
 
 
 ## Functions ##
@@ -217,3 +218,26 @@ def test_event_streams_capped(serve):
       time.sleep(0.05)
    assert not s.state_store.ev_queues
    assert call(s, "Version").runtime_api_version == "v1"
+
+
+def test_update_pod_sandbox_resources(serve):
+   s = serve()
+   for (pid, code, msg) in (("", grpc.StatusCode.INVALID_ARGUMENT,
+                             "pod_sandbox_id: empty"),
+                            ("0123abcd", grpc.StatusCode.NOT_FOUND,
+                             "pod sandbox not found: 0123abcd")):
+      with pytest.raises(grpc.RpcError) as ei:
+         s.runtime.UpdatePodSandboxResources(
+            pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pid),
+            timeout=RPC_TIMEOUT)
+      assert (ei.value.code(), ei.value.details()) == (code, msg)
+   # A malformed cgroup_parent is refused by name.
+   req = pb.RunPodSandboxRequest()
+   req.config.metadata.name = "p"
+   req.config.metadata.namespace = "default"
+   req.config.metadata.uid = "u"
+   req.config.linux.cgroup_parent = "/kubepods/../x"
+   with pytest.raises(grpc.RpcError) as ei:
+      s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT)
+   assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+   assert ei.value.details().startswith("config.linux.cgroup_parent: ")
