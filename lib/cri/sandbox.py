@@ -212,8 +212,10 @@ class Pod:
                               labels=self.config.labels,
                               annotations=self.config.annotations,
                               runtime_handler=self.handler)
-      if (self.net):
-         (ip, others) = cni.result_ip(self.net.get("result") or {})
+      (ip, others) = cni.result_ip((self.net or {}).get("result") or {})
+      if (ip):
+         # Without one, no network at all: the kubelet replaces a pod
+         # whose network has an empty IP, again and again.
          s.network.ip = ip
          s.network.additional_ips.extend(pb.PodIP(ip=i) for i in others)
       s.linux.namespaces.options.CopyFrom(self.ns_opts)
