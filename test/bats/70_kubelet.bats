@@ -6,7 +6,10 @@
 # restart tests.
 #
 # ch-cri runs as root, or as $CH_CRI_TEST_SERVER_USER if set; the kubelet
-# always runs as root (see test/bin/kubelet-run for how the host is spared).
+# runs as root, or, if $CH_CRI_TEST_KUBELET_USER is set, as that user,
+# rootless (see test/bin/kubelet-run for both, and how the host is
+# spared). A kubelet and a ch-cri of the same user run every scenario: an
+# HPC user's own node agent and runtime.
 #
 # Scope full: the kubelet takes 5 minutes and 1.5 GB to build (test/run
 # builds it in full scope only) and this file takes about 3 minutes, most
@@ -20,6 +23,7 @@ bats_require_minimum_version 1.5.0
 node=kubelet-test            # kubelet-run's node name: pods are NAME-$node
 ns=ch-cri-kt
 busybox=registry.k8s.io/e2e-test-images/busybox:1.29-2
+nginx=registry.k8s.io/e2e-test-images/nginx:1.14-2
 ro_port=${CH_CRI_KUBELET_PORT:-10255}
 export CH_CRI_KUBELET_PORT=$ro_port
 
@@ -38,7 +42,15 @@ setup_file () {
       chown -R "$CH_CRI_TEST_SERVER_USER" "${kd}/hostpath"
    fi
    server_start "${kd}/server" "${CH_CRI_TEST_SERVER_USER:-}"
-   CH_CRI_KUBELET=${CH_CRI_TEST_CACHE}/bin/kubelet \
+   local -a as=()
+   if [[ -n ${CH_CRI_TEST_KUBELET_USER:-} ]]; then
+      mkdir "${kd}/kubelet"
+      chown "$CH_CRI_TEST_KUBELET_USER" "${kd}/kubelet"
+      as=(setpriv --reuid="$CH_CRI_TEST_KUBELET_USER"
+          --regid="$CH_CRI_TEST_KUBELET_USER" --init-groups --reset-env
+          env "CH_CRI_KUBELET_PORT=${ro_port}")
+   fi
+   "${as[@]}" env "CH_CRI_KUBELET=${CH_CRI_TEST_CACHE}/bin/kubelet" \
       "${test_dir}/bin/kubelet-run" start "${kd}/kubelet" \
       "${kd}/server/ch-cri.sock"
 }
@@ -74,14 +86,15 @@ crictl () {
    crictl_ "${kd}/server/ch-cri.sock" "$@"
 }
 
-# Scenario tests need a root ch-cri: a root kubelet makes each pod's
-# directory (etc-hosts, emptyDir volumes) mode 0750 and each container's
-# log directory mode 0755, both owned by root, before it calls the runtime,
-# so an unprivileged ch-cri can neither read the one nor write the other
-# (see doc/ch-cri.rst, "Using with the kubelet"). The test "unprivileged
-# ch-cri under a root kubelet" checks that this fails clearly.
-root_server_or_skip () {
-   if [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]]; then
+# Scenario tests need ch-cri and the kubelet to be the same user: a root
+# kubelet makes each pod's directory (etc-hosts, emptyDir volumes) mode
+# 0750 and each container's log directory mode 0755, both owned by root,
+# before it calls the runtime, so an unprivileged ch-cri can neither read
+# the one nor write the other (see doc/ch-cri.rst, "Using with the
+# kubelet"). The test "unprivileged ch-cri under a root kubelet" checks
+# that this fails clearly.
+same_user_or_skip () {
+   if [[ ${CH_CRI_TEST_SERVER_USER:-} != "${CH_CRI_TEST_KUBELET_USER:-}" ]]; then
       skip "root kubelet + unprivileged ch-cri: pod and log directories are root's (doc/ch-cri.rst)"
    fi
 }
@@ -152,6 +165,11 @@ pod_ready_p () {
    pod_get "$1" | jq -e '[.status.containerStatuses[].ready] | all' > /dev/null
 }
 
+# Succeed if pod s7's host port serves nginx's page.
+host_port_p () {
+   curl -fsS --max-time 2 http://127.0.0.1:12097/ | grep -q nginx
+}
+
 # Succeed if the kubelet has no pod.
 kubelet_empty_p () {
    [[ $(pods_json | jq '.items | length') -eq 0 ]]
@@ -183,7 +201,7 @@ ctr_ids () {
 }
 
 @test 'kubelet: one container runs; CRI log in the pod log directory' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s1 <<EOF
 apiVersion: v1
 kind: Pod
@@ -210,7 +228,7 @@ EOF
 }
 
 @test 'kubelet: exec through the kubelet (WebSocket, as kubectl exec)' {
-   root_server_or_skip
+   same_user_or_skip
    wait_for 60 's1 running' pod_p s1 '.status.phase == "Running"'
    run "${PYTHON:-python3}" "${test_dir}/bin/kubelet-exec" \
        "127.0.0.1:$(( ro_port - 5 ))" "$ns" "s1-${node}" c \
@@ -224,7 +242,7 @@ EOF
 }
 
 @test 'kubelet: two containers share an emptyDir volume' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s2 <<EOF
 apiVersion: v1
 kind: Pod
@@ -255,7 +273,7 @@ EOF
 }
 
 @test 'kubelet: a crashing container restarts with back-off; previous log kept' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s3 <<EOF
 apiVersion: v1
 kind: Pod
@@ -289,7 +307,7 @@ EOF
 }
 
 @test 'kubelet: exec readiness and liveness probes' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s4 <<EOF
 apiVersion: v1
 kind: Pod
@@ -328,7 +346,7 @@ EOF
 }
 
 @test 'kubelet: init container first; env, command and args; hostPath' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s5 <<EOF
 apiVersion: v1
 kind: Pod
@@ -365,8 +383,37 @@ EOF
    [[ $(cat "${kd}/hostpath/out.txt") == 'hello-env from-host arg0 arg1' ]]
 }
 
+@test 'kubelet: a pod on the pod network, with a host port' {
+   same_user_or_skip
+   manifest s7 <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: s7, namespace: ${ns}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: ${nginx}
+    ports: [{containerPort: 80, hostPort: 12097}]
+EOF
+   wait_for 90 's7 running' ctr_p s7 web '.state.running'
+   wait_for 15 's7 host port' host_port_p
+   pod=$(crictl pods -q --label "io.kubernetes.pod.name=s7-${node}")
+   [[ $(wc -w <<< "$pod") -eq 1 ]]
+   if [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]]; then
+      # CNI: the kubelet reports the pod's address.
+      [[ $(pod_get s7 | jq -r .status.podIP) =~ ^10\.85\. ]]
+   else
+      # slirp4netns: no address is reported, and the kubelet keeps the
+      # pod (it replaces one whose network has an empty IP).
+      [[ $(pod_get s7 | jq -r '.status.podIP // ""') == "" ]]
+   fi
+   sleep 12   # several sync periods
+   [[ $(crictl pods -q --label "io.kubernetes.pod.name=s7-${node}") == "$pod" ]]
+}
+
 @test 'kubelet: steady state has no CRI errors' {
-   root_server_or_skip
+   same_user_or_skip
    for p in s1 s2 s5; do
       wait_for 30 "${p} ready" pod_ready_p "$p"
    done
@@ -390,7 +437,7 @@ EOF
 }
 
 @test 'kubelet: SIGKILL of ch-cri: pods keep running, nothing recreated' {
-   root_server_or_skip
+   same_user_or_skip
    before=$(ctr_ids s1 s2 s5)
    echo "$before"
    [[ $(jq length <<< "$before") -eq 4 ]]
@@ -408,10 +455,12 @@ EOF
    [[ $(crictl pods -q --state ready | sort) == "$pods_before" ]]
    # The keeper kept writing s1's log through all this.
    (( $(grep -c tick "$log") > n0 + 10 ))
+   # s7's network (CNI's, or its slirp4netns) outlived ch-cri too.
+   host_port_p
 }
 
 @test 'kubelet: removing a manifest stops the pod within its grace period' {
-   root_server_or_skip
+   same_user_or_skip
    manifest s6 <<EOF
 apiVersion: v1
 kind: Pod
@@ -455,7 +504,7 @@ EOF
 }
 
 @test 'kubelet: removed pods are removed from ch-cri; nothing left behind' {
-   root_server_or_skip
+   same_user_or_skip
    rm -f "${kd}"/kubelet/manifests/*.yaml
    wait_for 20 'no pod left in the kubelet' kubelet_empty_p
    # The kubelet removes stopped sandboxes in its garbage collection, once
@@ -476,6 +525,7 @@ EOF
 
 @test 'kubelet: unprivileged ch-cri under a root kubelet fails clearly' {
    [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]] || skip 'root ch-cri'
+   [[ -z ${CH_CRI_TEST_KUBELET_USER:-} ]] || skip 'kubelet of the same user'
    manifest u1 <<EOF
 apiVersion: v1
 kind: Pod
