@@ -335,9 +335,9 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
    merged = rootfs["merged"]
    c.merged = merged
    if (not mounted_p(merged)):
-      run(["mount", "-t", "overlay", "overlay", "-o",
-           "lowerdir=%s,upperdir=%s,workdir=%s"
-           % (rootfs["lower"], rootfs["upper"], rootfs["work"]), merged])
+      keeper_ns.mount("overlay", merged, "overlay", 0,
+                      "lowerdir=%s,upperdir=%s,workdir=%s"
+                      % (rootfs["lower"], rootfs["upper"], rootfs["work"]))
    for (path, kind) in mkpaths:
       p = path_in_root(merged, path)
       if (kind == "dir"):
@@ -360,15 +360,18 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
          # the pod started (our own view of the host stops at that).
          keeper_ns.tree_attach(conn_fds[m["fd"]], dst)
       else:
-         run(["mount", "--rbind", m["src"], dst])
+         keeper_ns.mount(m["src"], dst, None,
+                         keeper_ns.MS_BIND | keeper_ns.MS_REC, None)
       # Copies of the (slave) pod namespace's mounts are slaves: keep that
       # for HOST_TO_CONTAINER, cut it for PRIVATE.
-      run(["mount", "--make-r%s" % m.get("propagation", "private"), dst])
+      keeper_ns.mount(None, dst, None, keeper_ns.MS_REC
+                      | keeper_ns.PROPAGATION[m.get("propagation",
+                                                    "private")], None)
       if (m.get("ro")):
-         run(["mount", "-o", "remount,bind,ro", dst])
+         keeper_ns.bind_ro(dst)
       if (m.get("rro")):
          for sub in submounts(dst):
-            run(["mount", "-o", "remount,bind,ro", sub])
+            keeper_ns.bind_ro(sub)
 
 
 def submounts(top):

@@ -29,9 +29,14 @@ CLONE_NEWPID = 0x20000000
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_RDONLY = 1
 MS_REMOUNT = 32
 MS_BIND = 4096
+MS_REC = 1 << 14
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+# Mount propagation by CRI name (cri.spec.PROPAGATION), applied recursively.
+PROPAGATION = { "private": MS_PRIVATE, "slave": MS_SLAVE }
 # statvfs f_flag bits that mount(2) takes back, same values (ST_* = MS_*):
 # a remount must repeat the locked ones (nosuid, nodev, noexec, atime).
 ST_KEEP = 2 | 4 | 8 | 1024 | 2048 | 4096
@@ -70,6 +75,25 @@ def libc_call(name, *args):
    if (getattr(libc, name)(*args) != 0):
       e = ctypes.get_errno()
       raise OSError(e, "%s: %s" % (name, os.strerror(e)))
+
+
+def mount(src, dst, fstype, flags, data):
+   "mount(2) (src, fstype and data may be None); raise OSError naming dst."
+   global libc
+   if (libc is None):
+      libc = ctypes.CDLL(None, use_errno=True)
+   (src, dst_, fstype, data) = (None if a is None else a.encode()
+                                for a in (src, dst, fstype, data))
+   if (libc.mount(src, dst_, fstype, flags, data) != 0):
+      e = ctypes.get_errno()
+      raise OSError(e, "mount %s: %s" % (dst, os.strerror(e)))
+
+
+def bind_ro(path):
+   """Make the bind mount at path read-only. A remount must repeat the
+      flags locked by a less privileged mount namespace (ST_KEEP)."""
+   mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY
+                           | (os.statvfs(path).f_flag & ST_KEEP), None)
 
 
 def tree_clone(path):
@@ -150,17 +174,14 @@ def premounts_apply(ops):
    for (kind, path) in ops:
       if (not os.path.lexists(path)):
          continue
-      p = path.encode()
       if (kind == "mask"):
          if (os.path.isdir(path)):
-            libc_call("mount", b"tmpfs", p, b"tmpfs", 1, b"size=0")
+            mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
          else:
-            libc_call("mount", b"/dev/null", p, None, MS_BIND, None)
+            mount("/dev/null", path, None, MS_BIND, None)
       else:
-         libc_call("mount", p, p, None, MS_BIND | (1 << 14), None)  # MS_REC
-         flags = os.statvfs(path).f_flag & ST_KEEP
-         libc_call("mount", p, p, None,
-                   MS_BIND | MS_REMOUNT | 1 | flags, None)   # 1: MS_RDONLY
+         mount(path, path, None, MS_BIND | MS_REC, None)
+         bind_ro(path)
 
 
 def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
@@ -170,9 +191,9 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
    try:
       if (proc_p):
          libc_call("unshare", CLONE_NEWNS)
-         libc_call("mount", b"none", b"/proc", None, MS_PRIVATE, None)
-         libc_call("mount", b"proc", b"/proc", b"proc",
-                   MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+         mount(None, "/proc", None, MS_PRIVATE, None)
+         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               None)
       if (ops and not proc_p):
          libc_call("unshare", CLONE_NEWNS)
       premounts_apply(ops)
