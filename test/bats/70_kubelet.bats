@@ -218,7 +218,9 @@ EOF
    # one that first showed the container running did not say Running.
    wait_for 60 's1 running' pod_p s1 '.status.phase == "Running"
       and (.status.containerStatuses[0] | .state.running and .ready)'
-   ctr_p s1 c '.restartCount == 0 and (.containerID | startswith("ch-cri://"))'
+   # The kubelet's status can lag a GET behind (rootless, once).
+   wait_for 10 's1 container ID' \
+            ctr_p s1 c '.restartCount == 0 and (.containerID // "" | startswith("ch-cri://"))'
    log=$(pod_logs s1)/c/0.log
    wait_for 10 's1 log' grep -q 'tick' "$log"
    grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{9}Z stdout F hello from s1$' "$log"
