@@ -59,6 +59,7 @@ class Container:
       self.dir_ = store.path("containers", id_)
       self.status = dict()
       self.resources = None
+      self.cg_key = None       # its cgroup's key, once known to exist
       self.op_lock = threading.Lock()
 
    @classmethod
@@ -423,7 +424,10 @@ class Containers:
 
    def cg_key(self, c):
       """Return the key of container c's cgroup (see cgroups.Cgroups): in
-         its pod's, or ch-cri/ID for one an older ch-cri started."""
+         its pod's, or ch-cri/ID for one an older ch-cri started. Kept on
+         c once its cgroup exists (stats ask every 10 s)."""
+      if (c.cg_key is not None):
+         return c.cg_key
       pod = self.pods.find(c.pod_id)
       parent = pod.config.linux.cgroup_parent if pod is not None else ""
       try:
@@ -431,9 +435,10 @@ class Containers:
       except cgroups.Cgroup_Error:
          key = self.cg.pod_key("", c.pod_id)[0] + "/" + c.id_
       legacy = cgroups.PARENT + "/" + c.id_
-      if (not os.path.isdir(self.cg.dir_("memory", key))
-          and os.path.isdir(self.cg.dir_("memory", legacy))):
-         return legacy
+      if (os.path.isdir(self.cg.dir_("memory", key))):
+         c.cg_key = key
+      elif (os.path.isdir(self.cg.dir_("memory", legacy))):
+         c.cg_key = key = legacy
       return key
 
    def resources_update(self, id_, resources):
