@@ -429,11 +429,8 @@ class Containers:
       if (c.cg_key is not None):
          return c.cg_key
       pod = self.pods.find(c.pod_id)
-      parent = pod.config.linux.cgroup_parent if pod is not None else ""
-      try:
-         key = self.cg.pod_key(parent, c.pod_id)[0] + "/" + c.id_
-      except cgroups.Cgroup_Error:
-         key = self.cg.pod_key("", c.pod_id)[0] + "/" + c.id_
+      k = self.pods.cg_key(pod) if pod is not None else None
+      key = (k[0] if k else cgroups.PARENT + "/" + c.pod_id) + "/" + c.id_
       legacy = cgroups.PARENT + "/" + c.id_
       if (os.path.isdir(self.cg.dir_("memory", key))):
          c.cg_key = key

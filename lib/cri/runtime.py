@@ -9,6 +9,7 @@ import grpc
 
 import misc
 import cri.errors as err
+import cri.sandbox
 import cri.stats
 
 from cri_api.v1 import api_pb2 as pb
@@ -216,8 +217,8 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    def UpdatePodSandboxResources(self, request, context):
       self.pods.resources_update(
          request.pod_sandbox_id,
-         request.overhead if request.HasField("overhead") else None,
-         request.resources if request.HasField("resources") else None)
+         cri.sandbox.field_or_none(request, "overhead"),
+         cri.sandbox.field_or_none(request, "resources"))
       return pb.UpdatePodSandboxResourcesResponse()
 
    @err.rpc

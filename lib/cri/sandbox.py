@@ -132,6 +132,11 @@ def port_mappings_check(pms):
                                        % (f, p.host_ip))
 
 
+def field_or_none(msg, name):
+   "Return message field name of msg if it is set, else None."
+   return getattr(msg, name) if msg.HasField(name) else None
+
+
 ## Classes ##
 
 class Pod:
@@ -326,14 +331,11 @@ class Pods:
                             { "config": pb_dict(config),
                               "created_at": pod.created_at,
                               "handler": pod.handler })
-      if (config.linux.HasField("resources")
-          or config.linux.HasField("overhead")):
+      (overhead, resources) = (field_or_none(config.linux, f)
+                               for f in ("overhead", "resources"))
+      if (overhead or resources):
          try:
-            self.resources_apply(
-               pod, config.linux.overhead if config.linux.HasField(
-                  "overhead") else None,
-               config.linux.resources if config.linux.HasField(
-                  "resources") else None)
+            self.resources_apply(pod, overhead, resources)
          except cgroups.Cgroup_Error as x:
             raise err.Invalid_Argument("config.linux.resources: %s" % x)
       host_net = pod.host_net_p
