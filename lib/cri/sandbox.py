@@ -344,8 +344,9 @@ class Pods:
       if (resolv is None):
          with open("/etc/resolv.conf") as fp:
             resolv = fp.read()
-         if (not host_net and getattr(self.net, "dns", None)):
-            resolv = slirp.resolv_fix(resolv)
+      if (not host_net and getattr(self.net, "dns", None)):
+         # The host's, or the kubelet's copy of them (dns_config).
+         resolv = slirp.resolv_fix(resolv)
       if (host_net):
          with open("/etc/hosts") as fp:
             hosts = fp.read()

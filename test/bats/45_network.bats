@@ -91,7 +91,7 @@ web_pod () {
    echo "$pod"
 }
 
-@test 'unprivileged: slirp4netns gives a pod eth0, an IP and host ports' {
+@test 'unprivileged: slirp4netns gives a pod eth0 with its address, and host ports' {
    [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "root uses CNI"
    pod=$(web_pod n0 12091)
    # No IP is reported (10.0.2.100 is every such pod's, and on the host
@@ -111,6 +111,25 @@ web_pod () {
    ! pgrep -f "slirp4netns.*/${pod:0:16} "
    ! curl -sf -m 2 http://127.0.0.1:12091/
    crictl rmp "$pod" > /dev/null
+}
+
+@test 'unprivileged: loopback name servers become the slirp4netns forwarder' {
+   [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "root uses CNI"
+   cat > "${work}/d1.json" <<EOF
+{"metadata": {"name": "d1", "namespace": "ch-cri-test", "uid": "d1-uid"},
+ "dns_config": {"servers": ["127.0.0.53", "192.0.2.53"]},
+ "log_directory": "${work}/logs/d1", "labels": {"ch-cri-test": "net"}}
+EOF
+   ctr_json c registry.k8s.io/e2e-test-images/busybox:1.29-2 sleep 600 \
+      > "${work}/d1-c.json"
+   pod=$(crictl runp "${work}/d1.json")
+   ctr=$(crictl create "$pod" "${work}/d1-c.json" "${work}/d1.json")
+   crictl start "$ctr" > /dev/null
+   run crictl exec "$ctr" cat /etc/resolv.conf
+   echo "$output"
+   [[ $output == *"nameserver 10.0.2.3"* ]]
+   [[ $output == *"nameserver 192.0.2.53"* ]]
+   [[ $output != *127.0.0.53* ]]
 }
 
 @test 'unprivileged: a host port that is taken fails the pod, naming it' {
