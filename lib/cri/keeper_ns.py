@@ -79,14 +79,12 @@ def libc_call(name, *args):
 
 def mount(src, dst, fstype, flags, data):
    "mount(2) (src, fstype and data may be None); raise OSError naming dst."
-   global libc
-   if (libc is None):
-      libc = ctypes.CDLL(None, use_errno=True)
-   (src, dst_, fstype, data) = (None if a is None else a.encode()
-                                for a in (src, dst, fstype, data))
-   if (libc.mount(src, dst_, fstype, flags, data) != 0):
-      e = ctypes.get_errno()
-      raise OSError(e, "mount %s: %s" % (dst, os.strerror(e)))
+   try:
+      libc_call("mount", *(None if a is None else a.encode()
+                           for a in (src, dst, fstype)), flags,
+                data.encode() if data is not None else None)
+   except OSError as x:
+      raise OSError(x.errno, "mount %s: %s" % (dst, os.strerror(x.errno)))
 
 
 def bind_ro(path):
