@@ -278,11 +278,15 @@ class Charliecloud:
                   self.storage)
          time.sleep(0.5)
 
-   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p):
+   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p,
+                   self_ns_p=False):
       """Return the argv that starts a pod's keeper detached (setsid -f, so
          it outlives us) in new namespaces owned by a new user namespace
          that maps our UID to root: mount, and network, UTS and IPC unless
-         the pod shares the host's."""
+         the pod shares the host's. With self_ns_p the keeper makes its
+         namespaces itself (as root, to map more than one ID)."""
+      if (self_ns_p):
+         return ["setsid", "-f", python, "-I", "-S", keeper_py, pod_dir]
       # slave: host mounts made later (e.g. under a hostPath) reach the
       # pod, none of the pod's reach the host.
       argv = ["setsid", "-f", "unshare", "--user", "--map-root-user",

@@ -5,6 +5,7 @@ import base64
 import os
 import secrets
 import signal
+import stat
 import threading
 import time
 
@@ -29,8 +30,12 @@ from cri_api.v1 import api_pb2 as pb
 # Where ch-cri-init appears inside containers.
 INIT_PATH = "/.ch-cri-init"
 
-EXEC_OUTPUT_MAX = 16 * 2**20
+# ExecSync's stdout and stderr together: under gRPC's 16 MiB reply limit,
+# with room for the rest of the reply.
+EXEC_OUTPUT_MAX = 16 * 2**20 - 64 * 2**10
 FOREVER = 10 * 365 * 86400
+# The kernel's overflow group ("nogroup"), for a non-root user in group 0.
+OVERFLOW_GID = 65534
 KILL_WAIT = 10
 
 
@@ -40,6 +45,19 @@ log = misc.log
 
 
 ## Functions ##
+
+def paths_default(paths, defaults, privileged):
+   """Return paths plus those of defaults not in it, unless privileged
+      (containers created by an older ch-cri have no defaults in their
+      spec).
+
+      >>> paths_default(["/a"], ("/b", "/a"), False)
+      ['/a', '/b']
+   """
+   if (privileged):
+      return list(paths)
+   return list(paths) + [p for p in defaults if p not in paths]
+
 
 ## Classes ##
 
@@ -118,7 +136,8 @@ class Container:
          mounts=self.config.mounts, log_path=self.spec["log"])
       st.user.linux.uid = self.spec["uid"]
       st.user.linux.gid = self.spec["gid"]
-      st.user.linux.supplemental_groups.append(self.spec["gid"])
+      st.user.linux.supplemental_groups.extend(
+         self.spec.get("groups", [self.spec["gid"]]))
       if (self.resources is not None):
          st.resources.linux.CopyFrom(self.resources)
       return st
@@ -225,6 +244,7 @@ class Containers:
          s = c.spec
          merged = os.path.join(c.dir_, "rootfs", "merged")
          sec = s.get("security") if self.init else None
+         privileged = c.config.linux.security_context.privileged
          (mounts, binds, fds) = self.mounts_clone(c, s["mounts"])
          argv = self.ch.run_argv(merged,
                                  cri.security.init_argv(INIT_PATH, sec)
@@ -236,6 +256,9 @@ class Containers:
                     "upper": os.path.join(c.dir_, "rootfs", "upper"),
                     "work": os.path.join(c.dir_, "rootfs", "work"),
                     "merged": merged }
+         user = self.user_host(c)
+         if (user is not None):
+            self.paths_open(c, pod, rootfs)
          procs = []
          if (self.cg is not None and self.cg.usable):
             try:
@@ -248,12 +271,18 @@ class Containers:
             res = kc.call(pod.sock, "start", fds=fds, id=c.id_, dir=c.dir_,
                           argv=argv,
                           env=self.ch.run_env(), log=s["log"], tty=s["tty"],
+                          log_dir=pod.config.log_directory or None,
                           stdin=s["stdin"],
                           stdin_once=s.get("stdin_once", False),
                           rootfs=rootfs,
                           mounts=mounts, mkpaths=s["mkpaths"],
-                          masked=(sec or {}).get("masked", []),
-                          readonly=(sec or {}).get("readonly", []),
+                          user=user, sys_ro=not privileged,
+                          masked=paths_default(
+                             (sec or {}).get("masked", []),
+                             cri.security.MASKED_DEFAULT, privileged),
+                          readonly=paths_default(
+                             (sec or {}).get("readonly", []),
+                             cri.security.READONLY_DEFAULT, privileged),
                           pidns=s.get("pidns", "node"),
                           pidns_target=s.get("pidns_target"),
                           cgroups=procs,
@@ -269,6 +298,42 @@ class Containers:
             c.status = res["status"]
       self.store.event_publish("started", c)
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
+
+   def user_host(self, c):
+      """Return the host user {"uid", "gid", "groups"} container c runs
+         as, or None where the keeper maps only ch-cri's own user (then
+         every container user is that user)."""
+      if (os.geteuid() != 0):
+         return None
+      s = c.spec
+      (uid, gid) = (s["uid"], s["gid"])
+      groups = s.get("groups", [gid])
+      # ch-run runs as root (all IDs 0) or with no ID 0 at all. A root
+      # user keeps group 0 and has its group as a supplemental one; a
+      # non-root user in group 0 has it as a supplemental group, with
+      # the overflow group as its real one (files it makes are owned by
+      # that group on the host).
+      if (uid == 0 and gid != 0):
+         (gid, groups) = (0, [0] + groups)
+      elif (uid != 0 and gid == 0):
+         gid = OVERFLOW_GID
+      return { "uid": uid, "gid": gid, "groups": groups }
+
+   def paths_open(self, c, pod, rootfs):
+      """Let container c's host user reach what ch-run, running as that
+         user, opens: its root and binds, the pod's /etc files. The
+         directories on the way get search (not read) permission for all,
+         as containerd's state directories have: names are 64 random hex
+         digits and the files in them are private (0600). The writable
+         layer's top takes the image root's owner and mode, since the
+         overlay's root directory is that of its upper layer."""
+      for d in (self.store.dir_, self.store.path("containers"), c.dir_,
+                os.path.join(c.dir_, "rootfs"), self.store.path("pods"),
+                pod.dir_):
+         os.chmod(d, 0o711)
+      lower = os.stat(rootfs["lower"])
+      os.chown(rootfs["upper"], lower.st_uid, lower.st_gid)
+      os.chmod(rootfs["upper"], stat.S_IMODE(lower.st_mode))
 
    def stop(self, id_, timeout):
       c = self.find(id_)

@@ -2,9 +2,14 @@
 #
 # ch-cri starts one keeper per pod, detached (its own session), inside the
 # pod's new user, mount, UTS, IPC and (unless the pod uses the host's)
-# network namespaces:
+# network namespaces. An ordinary user's ch-cri maps only itself (to root):
 #
 #    setsid -f unshare -U -r -m -u -i [-n] -- PYTHON -I -S keeper.py POD_DIR
+#
+# A root ch-cri starts "setsid -f PYTHON -I -S keeper.py POD_DIR" and the
+# keeper makes those namespaces itself, with the user namespace's ID maps
+# from keeper-args.json ("userns": every host ID to itself), so that each
+# container's user is that same host user.
 #
 # It must stay small (one per pod): standard library only, no threads, no
 # grpc or protobuf. It reads POD_DIR/keeper-args.json, sets the hostname,
@@ -17,14 +22,17 @@
 # meanwhile. Operations:
 #
 #   hello                 -> pid, containers {id: status}
-#   start id dir argv env log tty stdin rootfs mounts mkpaths
+#   start id dir argv env log log_dir tty stdin rootfs mounts mkpaths
+#         masked readonly sys_ro cgroups memcg user pidns pidns_target
 #                         -> status (mount the rootfs overlay, pre-mounts,
-#                            spawn argv, log its output)
+#                            join the cgroups, become user, spawn argv,
+#                            log its output)
 #   signal id signal all  send signal to the main process, or with all to
 #                         every process in the container's mount namespace
 #   wait id timeout       -> exited: reply when the container has exited
 #   exec id argv env timeout max
-#                         -> exit_code stdout stderr (base64) timed_out
+#                         -> exit_code stdout stderr (base64, at most max
+#                            bytes of the two together) timed_out
 #   exec_stream id argv env tty stdin
 #                         -> pid, names; with the exec's stdio passed as
 #                            file descriptors (SCM_RIGHTS) in that order
@@ -53,9 +61,9 @@
 # 128 + N for a death by signal N.
 
 import base64
+import errno
 import json
 import os
-import re
 import selectors
 import signal
 import socket
@@ -107,6 +115,8 @@ class Container:
       self.staged = []        # mounts staged for ch-run --bind
       self.attached = []      # (stream name, socket) copies of output
       self.exit_conns = []    # Conns told the exit code (attach)
+      self.user = None        # host user its processes become, if not us
+      self.procs = ()         # its cgroups' cgroup.procs files
 
    @property
    def pid(self):
@@ -178,9 +188,14 @@ class Exec:
          os.close(fd)
          self.outs[fd] = (self.outs[fd], True)
          return
-      buf = self.outs[fd]
-      if (len(buf) < self.max):
-         buf += data[:self.max - len(buf)]
+      self.keep(self.outs[fd], data)
+
+   def keep(self, buf, data):
+      "Append to buf what of data fits under the cap of both streams."
+      used = sum(len(b if isinstance(b, bytearray) else b[0])
+                 for b in self.outs.values())
+      if (used < self.max):
+         buf += data[:self.max - used]
 
    def finish(self):
       (_, st) = os.waitpid(self.pid, 0)
@@ -205,8 +220,7 @@ class Exec:
                break
             if (not data):
                break
-            if (len(buf) < self.max):
-               buf += data[:self.max - len(buf)]
+            self.keep(buf, data)
          sel.unregister(fd)
          os.close(fd)
          res.append(buf)
@@ -232,12 +246,15 @@ def op_start(conn, req):
    c = containers[id_] = Container(id_, req["dir"])
    c.stdin_once = bool(req.get("stdin_once"))
    c.memcg = req.get("memcg")
+   c.user = req.get("user")
+   c.procs = tuple(req.get("cgroups") or ())
    try:
-      c.log = Log(req.get("log") or "")
+      c.log = Log(req.get("log") or "", req.get("log_dir"))
    except OSError as x:
-      raise OSError("can't write container log %s: %s (the log directory "
-                    "must be writable by ch-cri's user)"
-                    % (req.get("log"), x.strerror))
+      hint = (" (the log directory must be writable by ch-cri's user)"
+              if x.errno in (errno.EACCES, errno.EPERM) else "")
+      raise OSError("can't write container log %s: %s%s"
+                    % (req.get("log"), x.strerror, hint))
    rootfs_mount(c, req["rootfs"], req.get("mounts", []),
                 req.get("mkpaths", []), conn.fds)
    fa = []
@@ -266,10 +283,9 @@ def op_start(conn, req):
    argv = req["argv"]
    pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
-      pid = keeper_ns.spawn(argv, req["env"], fa,
-                                         bool(req.get("tty")), pidns,
-                                         procs=req.get("cgroups") or (),
-                                         ops=premount_ops(c.merged, req))
+      pid = keeper_ns.spawn(argv, req["env"], fa, bool(req.get("tty")),
+                            pidns, procs=c.procs,
+                            ops=premount_ops(c.merged, req), user=c.user)
    finally:
       for fd in closers:
          os.close(fd)
@@ -303,12 +319,18 @@ def op_start(conn, req):
 def premount_ops(merged, req):
    """Return keeper_ns.premounts_apply()'s ops for the container's masked
       and read-only paths: those in /proc, /sys and /dev as they are (ch-run
-      binds ours), the others inside the container's root."""
+      binds ours), the others inside the container's root. With sys_ro,
+      first all of /sys read-only, its cgroup hierarchies showing only the
+      container's own cgroups. In /proc and /sys, read-only covers the
+      mounts below too (binfmt_misc under /proc/sys, say)."""
    ops = []
+   if (req.get("sys_ro")):
+      ops += [("rro", "/sys"), ("cgroup", "/sys/fs/cgroup")]
    for (kind, key) in (("mask", "masked"), ("ro", "readonly")):
       for p in req.get(key) or []:
          if (p.startswith(("/proc/", "/sys/", "/dev/"))):
-            ops.append((kind, p))
+            ops.append(("rro" if kind == "ro" and not p.startswith("/dev/")
+                        else kind, p))
          else:
             ops.append((kind, path_in_root(merged, p)))
    return ops
@@ -370,22 +392,8 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       if (m.get("ro")):
          keeper_ns.bind_ro(dst)
       if (m.get("rro")):
-         for sub in submounts(dst):
+         for sub in keeper_ns.submounts(dst):
             keeper_ns.bind_ro(sub)
-
-
-def submounts(top):
-   "Return the mount points below top, outermost first."
-   out = []
-   with open("/proc/self/mountinfo") as fp:
-      for line in fp:
-         # Field 5 is the mount point, with space, tab, newline and
-         # backslash escaped in octal.
-         mp = line.split(" ")[4]
-         mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mp)
-         if (mp.startswith(top.rstrip("/") + "/")):
-            out.append(mp)
-   return sorted(set(out), key=len)
 
 
 def op_signal(conn, req):
@@ -428,8 +436,9 @@ def op_exec(conn, req):
       os.set_blocking(r, False)
    try:
       pid = keeper_ns.spawn(req["argv"], req["env"], fa, False,
-                                 c.pid if c.status.get("pidns") else None,
-                                 proc_p=False)
+                            c.pid if c.status.get("pidns") else None,
+                            proc_p=False, procs=c.procs, user=c.user,
+                            cgns_pid=c.pid if c.procs else None)
    finally:
       for fd in closers:
          os.close(fd)
@@ -476,8 +485,9 @@ def op_exec_stream(conn, req):
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
    try:
       pid = keeper_ns.spawn(req["argv"], req["env"], fa, tty,
-                                 c.pid if c.status.get("pidns") else None,
-                                 proc_p=False)
+                            c.pid if c.status.get("pidns") else None,
+                            proc_p=False, procs=c.procs, user=c.user,
+                            cgns_pid=c.pid if c.procs else None)
       pidfd = os.pidfd_open(pid)
       conn.send({ "ok": True, "pid": pid, "names": names }, fds)
    finally:
@@ -803,6 +813,9 @@ def main():
       args = json.load(fp)
    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
    try:
+      if (args.get("userns")):
+         keeper_ns.userns_enter(args["userns"], args.get("net"),
+                                args.get("uts"), args.get("ipc"))
       pod_setup(args)
       keeper_ns.subreaper_set()
       if (args.get("pidns") == "pod"):

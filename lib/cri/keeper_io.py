@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import struct
 import sys
 import time
@@ -146,18 +147,55 @@ class Log:
    """A CRI log file: "TIMESTAMP STREAM TAG CONTENT" lines, TAG F for a
       whole line and P for a piece of a line longer than LOG_LINE_MAX."""
 
-   def __init__(self, path):
+   def __init__(self, path, base=None):
       self.path = path
+      self.base = base        # trusted directory above path, if known
       self.fd = None
       self.partial = { "stdout": b"", "stderr": b"" }
       self.open()
 
    def open(self):
+      """Open the log for appending. Below base (the pod's log directory,
+         the kubelet's) no symbolic link is followed, and the log must be
+         a regular file: a link or FIFO planted there must not make us
+         (root, often) append to any file. Raise OSError."""
       if (not self.path):
          return
-      os.makedirs(os.path.dirname(self.path), exist_ok=True)
-      self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                   | os.O_CLOEXEC, 0o640)
+      base = self.base
+      rel = os.path.relpath(self.path, base) if base else None
+      if (rel is None or rel.startswith("..")):
+         (base, rel) = (os.path.dirname(self.path),
+                        os.path.basename(self.path))
+      os.makedirs(base, exist_ok=True)
+      dfd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+      try:
+         parts = rel.split("/")
+         for d in parts[:-1]:
+            try:
+               os.mkdir(d, 0o755, dir_fd=dfd)
+            except FileExistsError:
+               pass
+            nfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, dir_fd=dfd)
+            os.close(dfd)
+            dfd = nfd
+         # O_NONBLOCK: a FIFO without a reader fails rather than hangs.
+         fd = os.open(parts[-1], os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | os.O_CLOEXEC | os.O_NOFOLLOW
+                                 | os.O_NONBLOCK, 0o640, dir_fd=dfd)
+      except OSError as x:
+         if (x.errno == errno.ELOOP):
+            raise OSError(x.errno, "a symbolic link, not followed")
+         if (x.errno == errno.ENXIO):
+            raise OSError(x.errno, "not a regular file")
+         raise
+      finally:
+         os.close(dfd)
+      if (not stat.S_ISREG(os.fstat(fd).st_mode)):
+         os.close(fd)
+         raise OSError(errno.EINVAL, "not a regular file")
+      os.set_blocking(fd, True)
+      self.fd = fd
 
    def close(self):
       if (self.fd is not None):

@@ -18,6 +18,7 @@
 import ctypes
 import fcntl
 import os
+import re
 import select
 import termios
 
@@ -25,7 +26,12 @@ import termios
 ## Constants ##
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
@@ -158,17 +164,20 @@ def init_loop(keeper_fd):
    os._exit(0)
 
 
-def cgroups_join(procs, pid="0"):
-   "Move process pid (0: ourselves) into the cgroups whose cgroup.procs"
+def cgroups_join(procs):
+   "Move ourselves into the cgroups whose cgroup.procs files procs lists."
    for p in procs:
       with open(p, "w") as fp:
-         fp.write(str(pid))
+         fp.write("0")
 
 
 def premounts_apply(ops):
    """In B's own mount namespace: for ("mask", path) hide path (/dev/null
       over a file, an empty read-only tmpfs over a directory); for ("ro",
-      path) make it read-only. Paths that do not exist are skipped."""
+      path) make it read-only; for ("rro", path) make it and every mount
+      below it read-only; for ("cgroup", path) show, at each cgroup
+      hierarchy mounted below path, only our own cgroup (read-only). Paths
+      that do not exist are skipped."""
    for (kind, path) in ops:
       if (not os.path.lexists(path)):
          continue
@@ -177,15 +186,150 @@ def premounts_apply(ops):
             mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
          else:
             mount("/dev/null", path, None, MS_BIND, None)
+      elif (kind == "cgroup"):
+         cgroups_own(path)
       else:
          mount(path, path, None, MS_BIND | MS_REC, None)
          bind_ro(path)
+         if (kind == "rro"):
+            for sub in submounts(path):
+               try:
+                  bind_ro(sub)
+               except OSError as x:
+                  # Gone (an autofs, a racing unmount) or already locked
+                  # read-only: only a mount still writable is an error.
+                  if (os.path.lexists(sub)
+                      and not os.statvfs(sub).f_flag & MS_RDONLY):
+                     raise
 
 
-def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
+def mountinfo():
+   """Return [(root, mount point, fstype, super options)] of our mounts,
+      in mount order."""
+   out = []
+   with open("/proc/self/mountinfo") as fp:
+      for line in fp:
+         (a, _, b) = line.rstrip("\n").partition(" - ")
+         f = a.split(" ")
+         g = b.split(" ")
+         # Mount points escape space, tab, newline and backslash in octal.
+         (root, mp) = (re.sub(r"\\([0-7]{3})",
+                              lambda m: chr(int(m.group(1), 8)), x)
+                       for x in (f[3], f[4]))
+         out.append((root, mp, g[0], g[2] if len(g) > 2 else ""))
+   return out
+
+
+def submounts(top):
+   "Return the mount points below top, outermost first."
+   pre = top.rstrip("/") + "/"
+   return sorted({ mp for (_, mp, _, _) in mountinfo()
+                   if mp.startswith(pre) }, key=len)
+
+
+def cgroups_own(top):
+   """Over each cgroup (v1 or v2) hierarchy mounted below top, bind our
+      own cgroup there, read-only: a container sees and can change none
+      of the host's or its neighbours' cgroups (as with runc's cgroup
+      namespace). A hierarchy where our cgroup is not below the mount's
+      root is left read-only as it is."""
+   mine = dict()        # controllers ("" for v2) -> our path
+   with open("/proc/self/cgroup") as fp:
+      for line in fp:
+         (_, ctrls, path) = line.rstrip("\n").split(":", 2)
+         mine[ctrls] = path
+   for (root, mp, fstype, opts) in mountinfo():
+      if (not mp.startswith(top.rstrip("/") + "/")):
+         continue
+      if (fstype == "cgroup2"):
+         path = mine.get("")
+      elif (fstype == "cgroup"):
+         want = set(opts.split(","))
+         path = next((p for (c, p) in mine.items()
+                      if c and set(c.split(",")) <= want), None)
+      else:
+         continue
+      if (path is None or path == root):
+         continue
+      rel = os.path.relpath(path, root)
+      if (rel.startswith("..")):
+         continue
+      src = os.path.join(mp, rel)
+      if (os.path.isdir(src)):
+         mount(src, mp, None, MS_BIND, None)
+         bind_ro(mp)
+
+
+def user_drop(user):
+   """Become user {"uid", "gid", "groups"} (IDs in our user namespace):
+      the container's process is then that host user to every file and
+      sysfs check, as with runc, before ch-run maps it into a namespace
+      of its own."""
+   os.setgroups(user.get("groups") or [])
+   os.setresgid(user["gid"], user["gid"], user["gid"])
+   os.setresuid(user["uid"], user["uid"], user["uid"])
+
+
+def userns_enter(maps, net_p, uts_p, ipc_p):
+   """Make a user namespace with ID maps maps {"uid_map", "gid_map",
+      "setgroups"} (written by a helper child still outside it: a process
+      can map only itself into a namespace it made), then mount, and if
+      asked network, UTS and IPC namespaces owned by it; make every mount
+      a slave (host mounts made later reach us, ours never the host).
+      Raise OSError naming what failed."""
+   (r, w) = os.pipe()
+   (r2, w2) = os.pipe()
+   parent = os.getpid()
+   kid = os.fork()
+   if (kid == 0):
+      os.close(w)
+      os.close(r2)
+      code = 1
+      try:
+         if (os.read(r, 1) == b"u"):
+            for name in ("setgroups", "uid_map", "gid_map"):
+               if (maps.get(name)):
+                  with open("/proc/%d/%s" % (parent, name), "w") as fp:
+                     fp.write(maps[name])
+            code = 0
+      except OSError as x:
+         os.write(w2, str(x).encode(errors="replace"))
+      os._exit(code)
+   os.close(r)
+   os.close(w2)
+   try:
+      libc_call("unshare", CLONE_NEWUSER)
+      os.write(w, b"u")
+   finally:
+      os.close(w)
+      why = os.read(r2, 4096)
+      os.close(r2)
+      (_, st) = os.waitpid(kid, 0)
+   if (st != 0):
+      raise OSError("user namespace ID maps: %s"
+                    % (why.decode(errors="replace") or "failed"))
+   flags = CLONE_NEWNS
+   flags |= CLONE_NEWNET if net_p else 0
+   flags |= CLONE_NEWUTS if uts_p else 0
+   flags |= CLONE_NEWIPC if ipc_p else 0
+   libc_call("unshare", flags)
+   mount(None, "/", None, MS_REC | MS_SLAVE, None)
+
+
+def ns_join(pid, name, flag):
+   "Join namespace name (e.g. \"pid\", flag CLONE_NEWPID) of process pid."
+   fd = os.open("/proc/%d/ns/%s" % (pid, name), os.O_RDONLY | os.O_CLOEXEC)
+   try:
+      libc_call("setns", fd, flag)
+   finally:
+      os.close(fd)
+
+
+def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops, user,
+            cgns_pid):
    """B: make a mount namespace with a /proc for our PID namespace if
-      proc_p, report, exec argv (or with argv None, be an init). Never
-      returns."""
+      proc_p, join cgroups procs, apply ops there, become user, exec argv
+      (or with argv None, be an init). Never returns."""
    try:
       if (proc_p):
          libc_call("unshare", CLONE_NEWNS)
@@ -194,8 +338,18 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
                None)
       if (ops and not proc_p):
          libc_call("unshare", CLONE_NEWNS)
-      premounts_apply(ops)
+      # Cgroups first: the "cgroup" premount shows the ones we are in.
       cgroups_join(procs)
+      premounts_apply(ops)
+      if (cgns_pid is not None):
+         # An exec: the container's cgroup namespace, as its own view.
+         if (os.stat("/proc/%d/ns/cgroup" % cgns_pid).st_ino
+             != os.stat("/proc/self/ns/cgroup").st_ino):
+            ns_join(cgns_pid, "cgroup", CLONE_NEWCGROUP)
+      elif (procs):
+         # Our cgroups become the root of what the container sees in
+         # /proc/*/cgroup.
+         libc_call("unshare", CLONE_NEWCGROUP)
       os.setsid()
       if (argv is None or argv[0] == INIT_MARK):
          # A pod's init: ch-cri-init -P (small), or if it is not given,
@@ -212,6 +366,8 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
       fds_apply(fa)
       if (tty):
          fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+      if (user is not None):
+         user_drop(user)
       os.execvpe(argv[0], argv, env)
    except BaseException as x:
       try:
@@ -221,7 +377,8 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops):
          os._exit(127)
 
 
-def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs, ops):
+def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs, ops, user,
+            cgns_pid):
    "A: enter or make the PID namespace, fork B, report its PID, exit."
    try:
       if (join_pid == "host"):
@@ -229,13 +386,12 @@ def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs, ops):
       elif (join_pid is None):
          libc_call("unshare", CLONE_NEWPID)
       else:
-         fd = os.open("/proc/%d/ns/pid" % join_pid, os.O_RDONLY)
-         libc_call("setns", fd, CLONE_NEWPID)
-         os.close(fd)
+         ns_join(join_pid, "pid", CLONE_NEWPID)
       keeper_fd = os.pidfd_open(os.getppid())
       pid = os.fork()
       if (pid == 0):
-         child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops)
+         child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops,
+                 user, cgns_pid)
       os.write(w, b"pid %d\n" % pid)
       os._exit(0)
    except BaseException as x:
@@ -246,7 +402,7 @@ def child_a(w, argv, env, fa, tty, join_pid, proc_p, procs, ops):
 
 
 def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
-          ops=()):
+          ops=(), user=None, cgns_pid=None):
    """Start argv with environment env and posix_spawn file actions fa in
       a new session (with the tty on fd 0 as controlling terminal if tty).
       pidns None: in our PID namespace; "new": as PID 1 of a new one; an
@@ -255,9 +411,13 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       needs the host's /proc) keeps our mount namespace. The process joins
       the cgroups whose cgroup.procs files procs lists before it execs
       (in our PID namespace, just after), and applies premounts_apply()'s
-      ops in a mount namespace of its own. Return our child's PID; raise
+      ops in a mount namespace of its own; with user ({"uid", "gid",
+      "groups"}) it then becomes that user; with cgns_pid it joins that
+      process's cgroup namespace. Return our child's PID; raise
       Spawn_Error."""
-   if (pidns is None and ops):
+   if (pidns is None and (ops or procs or user or cgns_pid)):
+      # Only a child of our own is in its cgroups and namespaces before
+      # it runs anything (setsid(1) would exec first).
       pidns = "host"
    if (pidns is None):
       pre = ["setsid", "-c"] if tty else ["setsid"]
@@ -265,18 +425,13 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
          pid = os.posix_spawnp("setsid", pre + argv, env, file_actions=fa)
       except OSError as x:
          raise Spawn_Error("%s: %s" % (argv[0], x.strerror))
-      try:
-         cgroups_join(procs, pid)
-      except OSError as x:
-         os.kill(pid, 9)
-         raise Spawn_Error("cgroup: %s" % x)
       return pid
    (r, w) = os.pipe()
    a = os.fork()
    if (a == 0):
       os.close(r)
       child_a(w, argv, env, fa, tty, None if pidns == "new" else pidns,
-              proc_p, procs, ops)
+              proc_p, procs, ops, user, cgns_pid)
    os.close(w)
    out = b""
    with os.fdopen(r, "rb") as fp:

@@ -132,6 +132,18 @@ def port_mappings_check(pms):
                                        % (f, p.host_ip))
 
 
+def userns_maps():
+   """Return the ID maps of a pod keeper's user namespace, or None for
+      unshare(1)'s map of our one ID to root (an ordinary user's ch-cri).
+      As root, every host ID maps to itself: a container's user is then
+      the same host user, as with runc, and not host root for every file
+      check (see ch-cri(1), "Security model")."""
+   if (os.geteuid() != 0):
+      return None
+   # 4294967295 IDs from 0: all but (uid_t) -1, which is never an ID.
+   return { "uid_map": "0 0 4294967295\n", "gid_map": "0 0 4294967295\n" }
+
+
 def field_or_none(msg, name):
    "Return message field name of msg if it is set, else None."
    return getattr(msg, name) if msg.HasField(name) else None
@@ -370,11 +382,16 @@ class Pods:
                                            == pb.NamespaceMode.POD
                                            else None),
                                  "init": self.init,
-                                 "sysctls": dict(config.linux.sysctls) })
+                                 "sysctls": dict(config.linux.sysctls),
+                                 "uts": not host_net,
+                                 "ipc": (pod.ns_opts.ipc
+                                         != pb.NamespaceMode.NODE),
+                                 "userns": userns_maps() })
       argv = self.ch.keeper_argv(
          self.python, KEEPER_PY, pod.dir_, net_p=not host_net,
          uts_p=not host_net,
-         ipc_p=pod.ns_opts.ipc != pb.NamespaceMode.NODE)
+         ipc_p=pod.ns_opts.ipc != pb.NamespaceMode.NODE,
+         self_ns_p=os.geteuid() == 0)
       klog = os.path.join(pod.dir_, "keeper.log")
       try:
          misc.cmd_detach(argv, klog, KEEPER_START_TIMEOUT)

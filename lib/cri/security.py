@@ -63,6 +63,17 @@ OPS = { "SCMP_CMP_NE": pyseccomp.NE, "SCMP_CMP_LT": pyseccomp.LT,
         "SCMP_CMP_LE": pyseccomp.LE, "SCMP_CMP_EQ": pyseccomp.EQ,
         "SCMP_CMP_GE": pyseccomp.GE, "SCMP_CMP_GT": pyseccomp.GT,
         "SCMP_CMP_MASKED_EQ": pyseccomp.MASKED_EQ }
+# Masked and read-only paths every container gets whatever the request
+# says (clients such as crictl send none), unless privileged: the OCI
+# runtime spec's defaults, as containerd and CRI-O apply them. /sys as a
+# whole is made read-only as well (see premount_ops in keeper.py).
+MASKED_DEFAULT = ("/proc/acpi", "/proc/asound", "/proc/interrupts",
+                  "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                  "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+                  "/proc/timer_stats", "/sys/devices/virtual/powercap",
+                  "/sys/firmware")
+READONLY_DEFAULT = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                    "/proc/sysrq-trigger")
 PROFILE_MAX = 1 << 20
 SC = "config.linux.security_context"
 
@@ -215,13 +226,16 @@ def make(config):
    ro = paths_check(sc.readonly_paths, SC + ".readonly_paths")
    if (sc.privileged):
       (masked, ro) = ([], [])
+   else:
+      masked += [p for p in MASKED_DEFAULT if p not in masked]
+      ro += [p for p in READONLY_DEFAULT if p not in ro]
    # ch-run mounts /tmp itself, after the keeper's work: ch-cri-init makes
    # it read-only inside.
    ro_init = [p for p in ro if p == "/tmp" or p.startswith("/tmp/")]
    return { "caps": caps_mask(sc), "nnp": sc.no_new_privs,
             "seccomp": filter_hex(profile(sc)), "masked": masked,
             "readonly": [p for p in ro if p not in ro_init],
-            "readonly_init": ro_init }
+            "readonly_init": ro_init, "sys_ro": not sc.privileged }
 
 
 def init_argv(init_path, sec, exec_p=False):

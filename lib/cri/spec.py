@@ -84,8 +84,9 @@ def security_unapplied(config):
    for f in ("apparmor", "selinux_options"):
       if (sc.HasField(f)):
          out.append("security_context." + f)
-   if (sc.supplemental_groups):
-      out.append("security_context.supplemental_groups")
+   if (sc.supplemental_groups and os.geteuid() != 0):
+      out.append("security_context.supplemental_groups (an ordinary "
+                 "user's ch-cri has one host group)")
    return out
 
 
@@ -140,6 +141,7 @@ def make(ch, images, pod, config, image_id):
    path_check(cwd, "config.working_dir")
    root = ch.image_path(image_id)
    (uid, gid) = user_resolve(config, icfg.get("User") or "", root)
+   groups = groups_resolve(config, uid, gid, root)
    log_path = ""
    if (config.log_path and pod.config.log_directory):
       path_check("/" + config.log_path, "config.log_path")
@@ -154,6 +156,7 @@ def make(ch, images, pod, config, image_id):
                   "Limitations): %s", config.metadata.name,
                   ", ".join(unapplied))
    return { "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
+            "groups": groups,
             "log": log_path, "tty": config.tty, "stdin": config.stdin,
             "stdin_once": config.stdin_once,
             "write": not config.linux.security_context.readonly_rootfs,
@@ -211,6 +214,33 @@ def user_resolve(config, image_user, root):
    if (uid < 0 or (gid is not None and gid < 0)):
       raise err.Invalid_Argument("%s: negative ID" % field)
    return (uid, gid if gid is not None else 0)
+
+
+def groups_resolve(config, uid, gid, root):
+   """Return the container's groups, as runc gives them: its primary gid,
+      those the image's /etc/group lists its user in, and the request's
+      supplemental_groups."""
+   out = [gid]
+   ent = db_lookup(os.path.join(root, "etc", "passwd"), uid, False)
+   if (ent is not None):
+      try:
+         with open(os.path.join(root, "etc", "group"),
+                   errors="replace") as fp:
+            for line in fp:
+               f = line.rstrip("\n").split(":")
+               if (len(f) >= 4 and ent[0] in f[3].split(",")
+                   and f[2].isdigit()):
+                  out.append(int(f[2]))
+      except OSError:
+         pass
+   sc = config.linux.security_context
+   for (i, g) in enumerate(sc.supplemental_groups):
+      if (g < 0 or g > 0xfffffffe):
+         raise err.Invalid_Argument("config.linux.security_context."
+                                    "supplemental_groups[%d]: not a group "
+                                    "ID: %d" % (i, g))
+      out.append(g)
+   return sorted(set(out), key=out.index)
 
 
 def mounts_make(pod, config):

@@ -258,3 +258,135 @@ EOF
    run crictl runp "${work}/cp.json"
    [[ $status -ne 0 && $output == *config.linux.cgroup_parent* ]]
 }
+
+# The masked and read-only paths the kubelet sends by default (procMount
+# Default); crictl and critest send none.
+kubelet_paths='"masked_paths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"], "readonly_paths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]'
+
+# Assert that container $1 can write none of the host's /sys, /proc/sys or
+# cgroups. Each write that could succeed writes nothing (an open for
+# writing alone tells) or the file's own value back (or moves the shell
+# into a cgroup), so a failing run does no harm. (busybox's test -w is
+# true for root whatever the mount; a failed redirection of ":" would end
+# the shell, hence the subshell.)
+host_unwritable () {
+   run crictl exec "$1" sh -c '
+      bad=
+      (: > /sys/power/state) 2>/dev/null && bad="$bad /sys/power/state"
+      for f in /sys/block/*/queue/read_ahead_kb; do
+         v=$(cat "$f") && echo "$v" 2>/dev/null > "$f" && bad="$bad $f"
+         break
+      done
+      for f in /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/cgroup.procs; do
+         [ -e "$f" ] && echo $$ 2>/dev/null > "$f" && bad="$bad $f"
+      done
+      v=$(cat /proc/sys/kernel/core_pattern)
+      echo "$v" 2>/dev/null > /proc/sys/kernel/core_pattern \
+         && bad="$bad core_pattern"
+      echo "writable:$bad"'
+   echo "$1: $output"
+   [[ $output == "writable:" ]]
+}
+
+@test 'no container can write the host: /sys, /proc/sys, cgroups' {
+   pod_run hw > /dev/null
+   nonroot='"run_as_user": {"value": 1000}, "capabilities": {"drop_capabilities": ["ALL"]}, "no_new_privs": true, "seccomp": {"profile_type": 0}'
+   host_unwritable "$(ctr_run hw u-kubelet "{\"security_context\": {${nonroot}, ${kubelet_paths}}}")"
+   host_unwritable "$(ctr_run hw u-none "{\"security_context\": {${nonroot}}}")"
+   host_unwritable "$(ctr_run hw r-kubelet "{\"security_context\": {${kubelet_paths}}}")"
+   c=$(ctr_run hw r-none)
+   host_unwritable "$c"
+   [[ $(crictl exec "$c" grep ' /sys sysfs ' /proc/self/mounts) \
+      == *" ro,"* ]]
+   # Its own cgroups are what it sees, read-only.
+   c=$(ctr_run hw r-cg '{"resources": {"memory_limit_in_bytes": 104857600}}')
+   if [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]]; then
+      [[ $(crictl exec "$c" cat /sys/fs/cgroup/memory/memory.limit_in_bytes) \
+         -eq 104857600 ]]
+      crictl exec "$c" grep -qx '[0-9]*:memory:/' /proc/self/cgroup
+   fi
+   # privileged: none of this applies.
+   c=$(ctr_run hw r-priv '{"security_context": {"privileged": true}}')
+   run crictl exec "$c" grep ' /sys sysfs ' /proc/self/mounts
+   echo "privileged: $output"
+   [[ $output == *" rw,"* ]]
+}
+
+@test 'a container user is that host user, groups included (root)' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || skip "an ordinary user's containers are that user"
+   hp=${work}/hp
+   mkdir "$hp"
+   echo secret > "${hp}/secret"
+   chmod 600 "${hp}/secret"
+   echo mine > "${hp}/mine"
+   chown 1000 "${hp}/mine"
+   echo group > "${hp}/grp"
+   chown 0:4321 "${hp}/grp"
+   chmod 640 "${hp}/grp"
+   mounts="[{\"container_path\": \"/hp\", \"host_path\": \"${hp}\"}]"
+   pod_run ids > /dev/null
+   u=$(ctr_run ids u1000 '{"security_context": {"run_as_user": {"value": 1000}}}' "$mounts")
+   r=$(ctr_run ids u0 '{"security_context": {"run_as_user": {"value": 0}}}' "$mounts")
+   g=$(ctr_run ids ug '{"security_context": {"run_as_user": {"value": 1000}, "supplemental_groups": [4321]}}' "$mounts")
+   run crictl exec "$u" cat /hp/secret
+   [[ $status -ne 0 && $output == *"Permission denied"* ]]
+   [[ $(crictl exec "$r" cat /hp/secret) == secret ]]
+   crictl exec "$u" sh -c 'echo more >> /hp/mine'
+   [[ $(tail -n 1 "${hp}/mine") == more ]]
+   run crictl exec "$u" cat /hp/grp
+   [[ $status -ne 0 ]]
+   [[ $(crictl exec "$g" cat /hp/grp) == group ]]
+   # On the host, the main process is 1000 with its groups.
+   pid=$(crictl inspect "$g" | jq -r .info.pid)
+   grep -q '^Uid:[[:space:]]*1000[[:space:]]' "/proc/${pid}/status"
+   grep -q '^Groups:.*4321' "/proc/${pid}/status"
+   [[ $(crictl inspect "$g" | jq -c .status.user.linux.supplementalGroups) \
+      == *4321* ]]
+}
+
+@test 'an exec joins the container cgroups (root)' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] || skip "cgroups need a root ch-cri"
+   pod_run ex > /dev/null
+   c=$(ctr_run ex e1 '{"resources": {"memory_limit_in_bytes": 104857600}}')
+   pid=$(crictl inspect "$c" | jq -r .info.pid)
+   crictl exec "$c" sleep 7.125 3>&- &
+   bg=$!
+   for (( i = 0; i < 100; i++ )); do
+      epid=$(pgrep -f -x 'sleep 7.125' | head -n 1)
+      [[ -n $epid ]] && break
+      sleep 0.05
+   done
+   kill "$bg" 2>/dev/null || true
+   [[ -n $epid ]]
+   [[ $(grep ':memory:' "/proc/${epid}/cgroup") \
+      == "$(grep ':memory:' "/proc/${pid}/cgroup")" ]]
+}
+
+@test 'ExecSync output is cut to fit its reply' {
+   pod_run big > /dev/null
+   c=$(ctr_run big b1)
+   n=$(crictl exec -s "$c" sh -c 'head -c 20971520 /dev/zero | tr "\0" x' \
+       | tr -cd x | wc -c)
+   echo "got ${n} bytes"
+   [[ $n -eq $(( 16 * 1048576 - 65536 )) ]]
+}
+
+@test 'a log path that is a symbolic link or FIFO is refused, not followed' {
+   pod_run lg > /dev/null
+   logs=${work}/logs/lg
+   echo before > "${work}/target"
+   chmod 666 "${work}/target"
+   mkdir -p "$logs"
+   ln -s "${work}/target" "${logs}/l1.log"
+   id=$(ctr_create lg l1)
+   run crictl start "$id"
+   echo "$output"
+   [[ $status -ne 0 && $output == *l1.log* ]]
+   [[ $(cat "${work}/target") == before ]]
+   mkfifo "${logs}/l2.log"
+   id=$(ctr_create lg l2)
+   run crictl start "$id"
+   echo "$output"
+   [[ $status -ne 0 && $output == *"not a regular file"* ]]
+}
