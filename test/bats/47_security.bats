@@ -384,7 +384,7 @@ host_unwritable () {
    echo "$output"
    [[ $status -ne 0 && $output == *l1.log* ]]
    [[ $(cat "${work}/target") == before ]]
-   mkfifo "${logs}/l2.log"
+   mkfifo -m 666 "${logs}/l2.log"
    id=$(ctr_create lg l2)
    run crictl start "$id"
    echo "$output"
