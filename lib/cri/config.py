@@ -19,7 +19,7 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
-             "streaming", "registry", "network" }
+             "streaming", "registry", "network", "metrics" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
@@ -71,7 +71,8 @@ def defaults():
                          "cni_bin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
                          "subnet": "10.85.0.0/16", "bridge": "chcri0",
                          "slirp4netns": "slirp4netns" },
-            "registry": {} }
+            "registry": {},
+            "metrics": None }
 
 
 def endpoint_parse(url, where):
@@ -121,6 +122,8 @@ def load(path, required):
       cfg["socket_mode"] = mode_parse(data["socket_mode"])
    if ("log_level" in data):
       cfg["log_level"] = typed(data, "log_level", str, "log_level")
+   if ("metrics" in data):
+      cfg["metrics"] = typed(data, "metrics", str, "metrics") or None
    if ("pinned_images" in data):
       cfg["pinned_images"] = typed(data, "pinned_images", list,
                                    "pinned_images")
@@ -147,6 +150,40 @@ def load(path, required):
       cfg["registry"][name] = r
    validate(cfg)
    return cfg
+
+
+def metrics_parse(text):
+   """Return (host, port) of metrics address text, "ADDR:PORT", "[V6]:PORT"
+      or ":PORT"; ADDR is an IP address and defaults to 127.0.0.1, so that
+      only an address the admin names opens metrics to other hosts.
+
+      >>> metrics_parse("127.0.0.1:9712")
+      ('127.0.0.1', 9712)
+      >>> metrics_parse(":9712")
+      ('127.0.0.1', 9712)
+      >>> metrics_parse("[::1]:9712")
+      ('::1', 9712)
+      >>> metrics_parse("h:")
+      Traceback (most recent call last):
+      ...
+      cri.config.Config_Error: metrics: not ADDR:PORT (ADDR an IP address): 'h:'
+   """
+   (host, _, port) = str(text).rpartition(":")
+   if (host.startswith("[") and host.endswith("]")):
+      host = host[1:-1]
+   elif (":" in host):
+      host = ""   # an IPv6 address needs its brackets
+   else:
+      host = host or "127.0.0.1"
+   try:
+      ipaddress.ip_address(host)
+      port = int(port)
+   except ValueError:
+      raise Config_Error("metrics: not ADDR:PORT (ADDR an IP address): %r"
+                         % text)
+   if (not 0 <= port <= 65535):
+      raise Config_Error("metrics: port out of range: %r" % text)
+   return (host, port)
 
 
 def mode_parse(v):
@@ -191,6 +228,8 @@ def validate(cfg):
       raise Config_Error("network.subnet: %s" % x)
    if (not all(isinstance(d, str) for d in cfg["network"]["cni_bin_dirs"])):
       raise Config_Error("network.cni_bin_dirs: must be strings")
+   if (cfg["metrics"] is not None):
+      metrics_parse(cfg["metrics"])
    for i in cfg["pinned_images"]:
       try:
          imgref.parse(i)

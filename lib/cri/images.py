@@ -12,6 +12,7 @@ import fsutil
 import imgref
 import misc
 import cri.errors as err
+import cri.metrics as metrics
 
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1 import api_pb2_grpc as pb_grpc
@@ -243,15 +244,18 @@ class Image_Store:
       for ep in eps:
          (user, pw) = creds if creds else (ep.username, ep.password)
          src = ep.src_ref(ref)
+         t0 = time.monotonic()
          try:
             (id_, digest, config, size, inodes) = self.ch.pull(
                src, tls_verify=not ep.skip_verify, ca_file=ep.ca,
                username=user, password=pw)
          except charlie.Pull_Error as x:
+            metrics.pull_observe(time.monotonic() - t0, None)
             log.info("pull %s from %s failed: %s", ref, ep.host, x)
             errors.append("%s: %s" % (ep.host, x))
             not_found_ct += x.not_found_p
             continue
+         metrics.pull_observe(time.monotonic() - t0, size)
          log.info("pulled %s from %s: sha256:%s", ref, src, id_)
          self.pulled(ref, id_, digest, config, size, inodes)
          return id_

@@ -20,6 +20,7 @@ import cri.config
 import cri.container
 import cri.errors
 import cri.images
+import cri.metrics
 import cri.runtime
 import cri.sandbox
 import cri.slirp
@@ -106,10 +107,19 @@ def serve(cfg, version, python, init):
             "cgroups": (cri.cgroups.ROOT if cg.usable else None),
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
+   icepts = [cri.errors.Request_Decoder()]
+   exporter = None
+   if (cfg.get("metrics")):
+      try:
+         exporter = cri.metrics.Exporter(
+            cri.config.metrics_parse(cfg["metrics"]), state)
+      except OSError as x:
+         raise Start_Error("metrics on %s: %s" % (cfg["metrics"], x))
+      icepts.insert(0, exporter.interceptor)   # see Rpc_Metrics
    server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS,
                                             thread_name_prefix="rpc"),
-      interceptors=[cri.errors.Request_Decoder()],
+      interceptors=icepts,
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
    sc = cfg["streaming"]
@@ -146,6 +156,8 @@ def serve(cfg, version, python, init):
       pass
    server.stop(GRACE).wait()
    streams.stop()
+   if (exporter is not None):
+      exporter.stop()
    state.stop()
    try:
       os.unlink(sock)

@@ -15,6 +15,7 @@ import h11
 
 import misc
 import cri.errors as err
+import cri.metrics as metrics
 import cri.portfwd as portfwd
 import cri.spdy as spdy
 import cri.wschan as wschan
@@ -613,13 +614,14 @@ class Stream_Server:
          self.respond(tr, conn, 400, "unable to upgrade: missing upgrade "
                       "headers in request")
          return
-      if ("websocket" in upgrade):
-         self.ws_serve(tr, conn, req, raw, kind, cri_req, target.query)
-      elif ("spdy/3.1" in upgrade):
-         self.spdy_serve(tr, conn, req, kind, cri_req)
-      else:
-         self.respond(tr, conn, 400, "unable to upgrade: unknown upgrade "
-                      "protocol %s" % upgrade)
+      with metrics.STREAMS.labels(kind).track_inprogress():
+         if ("websocket" in upgrade):
+            self.ws_serve(tr, conn, req, raw, kind, cri_req, target.query)
+         elif ("spdy/3.1" in upgrade):
+            self.spdy_serve(tr, conn, req, kind, cri_req)
+         else:
+            self.respond(tr, conn, 400, "unable to upgrade: unknown "
+                         "upgrade protocol %s" % upgrade)
 
    def respond(self, tr, conn, code, text, headers=()):
       "Send a plain-text HTTP error response."

@@ -11,8 +11,9 @@ import pytest
 # module -> whether it has doctests (a module losing all of its examples
 # is worth noticing)
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
-            "cri.config": True, "cri.images": True, "cri.container": False,
-            "cri.cgroups": True, "cri.cni": True, "cri.sandbox": True,
+            "cri.config": True, "cri.images": True, "cri.container": True,
+            "cri.cgroups": True, "cri.cni": True, "cri.metrics": True,
+            "cri.sandbox": True,
             "cri.security": True, "cri.slirp": True, "cri.spec": True,
             "cri.spdy": True, "cri.streaming": True, "cri.store": True }
 

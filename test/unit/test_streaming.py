@@ -20,6 +20,7 @@ import zlib
 import pytest
 
 import cri.errors
+import cri.metrics
 import cri.spdy as spdy
 import cri.streaming as streaming
 import stream_fake
@@ -385,6 +386,23 @@ def test_client_disconnect_kills_exec(server, backend):
    while (proc.p.poll() is None and time.monotonic() < end):
       time.sleep(0.05)
    assert proc.p.returncode == -9
+
+
+def test_sessions_gauge(server, backend):
+   def open_ct():
+      return cri.metrics.REGISTRY.get_sample_value(
+         "ch_cri_streaming_sessions", { "kind": "exec" }) or 0
+   def wait_for(pred):
+      end = time.monotonic() + 5
+      while (not pred() and time.monotonic() < end):
+         time.sleep(0.05)
+      assert pred()
+   n = open_ct()
+   (c, _) = exec_raw(server, ["sleep", "100"], stdin=True)
+   wait_for(lambda: backend.procs)
+   assert open_ct() == n + 1
+   c.sock.close()
+   wait_for(lambda: open_ct() == n)
 
 
 def test_idle_timeout(backend):
