@@ -289,6 +289,7 @@ class Containers:
                           memcg=(self.cg.dir_("memory", key) if procs
                                  else None))
          except kc.Keeper_Error as x:
+            self.store.keeper_fail(pod, x)
             raise err.Failed_Precondition("container %s: start failed: %s"
                                           % (id_, x))
          finally:
@@ -368,9 +369,8 @@ class Containers:
                                "SIGKILL" % (c.id_, KILL_WAIT))
          self.status_take(c, res)
       except kc.Keeper_Error as x:
-         if (x.gone_p):
-            self.store.keeper_gone(pod)
-            return
+         if (self.store.keeper_fail(pod, x)):
+            return   # dead: the exit is recorded
          raise err.Internal("container %s: stop: %s" % (c.id_, x))
 
    def status_take(self, c, res):
@@ -389,7 +389,7 @@ class Containers:
             try:
                kc.call(pod.sock, "remove", id=c.id_)
             except kc.Keeper_Error as x:
-               if (not x.gone_p):
+               if (not self.store.keeper_fail(pod, x)):
                   raise err.Internal("container %s: remove: %s" % (id_, x))
          with self.store.lock:
             self.store.containers.pop(c.id_, None)
@@ -429,6 +429,7 @@ class Containers:
                        id=c.id_, argv=argv, env=self.ch.run_env(),
                        timeout=timeout, max=EXEC_OUTPUT_MAX)
       except kc.Keeper_Error as x:
+         self.store.keeper_fail(pod, x)
          raise err.Failed_Precondition("container %s: exec failed: %s"
                                        % (id_, x))
       if (res.get("timed_out")):
@@ -484,6 +485,7 @@ class Containers:
       try:
          kc.call(pod.sock, "reopen", id=c.id_)
       except kc.Keeper_Error as x:
+         self.store.keeper_fail(pod, x)
          raise err.Failed_Precondition("container %s: reopen log: %s"
                                        % (id_, x))
 

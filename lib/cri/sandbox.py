@@ -454,7 +454,7 @@ class Pods:
             try:
                kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
             except kc.Keeper_Error as x:
-               if (not x.gone_p):
+               if (not self.store.keeper_fail(pod, x)):
                   raise err.Internal("pod %s: stop: %s" % (id_, x))
          pod.stopped_at = time.time_ns()
          pod.state_save()
