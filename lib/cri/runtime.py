@@ -266,8 +266,10 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    @err.rpc
    def ContainerStats(self, request, context):
       c = self.ctrs.get(request.container_id)
-      return pb.ContainerStatsResponse(stats=self.stats.containers(
-         pb.ContainerStatsFilter(id=c.id_))[0])
+      stats = self.stats.containers(pb.ContainerStatsFilter(id=c.id_))
+      if (not stats):   # removed since get()
+         raise err.Not_Found("container not found: %s" % c.id_)
+      return pb.ContainerStatsResponse(stats=stats[0])
 
    @err.rpc
    def ListContainerStats(self, request, context):
@@ -277,8 +279,10 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    @err.rpc
    def PodSandboxStats(self, request, context):
       p = self.pods.get(request.pod_sandbox_id)
-      return pb.PodSandboxStatsResponse(stats=self.stats.pods_list(
-         pb.PodSandboxStatsFilter(id=p.id_))[0])
+      stats = self.stats.pods_list(pb.PodSandboxStatsFilter(id=p.id_))
+      if (not stats):   # removed since get()
+         raise err.Not_Found("pod sandbox not found: %s" % p.id_)
+      return pb.PodSandboxStatsResponse(stats=stats[0])
 
    @err.rpc
    def ListMetricDescriptors(self, request, context):
