@@ -50,6 +50,23 @@ def env_merge(image_env, envs):
    return ["%s=%s" % kv for kv in d.items()]
 
 
+def log_path_check(path):
+   """Refuse a container log path that is not relative to the pod's log
+      directory, as the CRI defines it, or that climbs out of it.
+
+      >>> log_path_check("c/0.log")
+      >>> log_path_check("/var/log/x.log")
+      Traceback (most recent call last):
+        ...
+      cri.errors.Invalid_Argument: config.log_path: must be relative ...
+   """
+   if (path.startswith("/") or "\0" in path
+       or any(p == ".." for p in path.split("/"))):
+      raise err.Invalid_Argument("config.log_path: must be relative to the "
+                                 "pod's log_directory, without \"..\": %r"
+                                 % path)
+
+
 def path_check(path, field):
    "Refuse a path that is not absolute and clean."
    if (not path.startswith("/") or "\0" in path
@@ -143,9 +160,10 @@ def make(ch, images, pod, config, image_id):
    (uid, gid) = user_resolve(config, icfg.get("User") or "", root)
    groups = groups_resolve(config, uid, gid, root)
    log_path = ""
-   if (config.log_path and pod.config.log_directory):
-      path_check("/" + config.log_path, "config.log_path")
-      log_path = os.path.join(pod.config.log_directory, config.log_path)
+   if (config.log_path):
+      log_path_check(config.log_path)
+      if (pod.config.log_directory):
+         log_path = os.path.join(pod.config.log_directory, config.log_path)
    (mounts, binds, mkpaths) = mounts_make(pod, config)
    mkpaths.append((cwd, "dir"))
    (pidns, pidns_target) = pidns_mode(config, pod)

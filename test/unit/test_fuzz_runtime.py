@@ -2,7 +2,8 @@
 # (property-based, with hypothesis; seeded): wrong and prefix IDs, huge
 # strings, path tricks in names, log paths and mounts, invalid UTF-8,
 # negative timeouts, duplicate names, and raw bytes that are no valid
-# message at all. Pods get real keepers (fake_charlie). The server must
+# message at all; log paths out of the pod's log directory must be
+# INVALID_ARGUMENT. Pods get real keepers (fake_charlie). The server must
 # never answer INTERNAL or UNKNOWN, never hang, keep serving, and write
 # nothing outside the directories a request names.
 
@@ -52,6 +53,11 @@ U32 = hs.one_of(hs.sampled_from([0, 1, 2**31 - 1, 2**32 - 1]),
 I64 = hs.one_of(hs.sampled_from([0, -1, 1, -2**63, 2**63 - 1, 65534]),
                 hs.integers(-2**63, 2**63 - 1))
 DICT = hs.dictionaries(TEXT, TEXT, max_size=3)
+# Log paths that are not below the pod's log directory (the CRI's
+# log_path is relative to it); absolute ones are made under the test's
+# root (see log_paths), named so that fuzz_check would find them written.
+LOG_BAD = ["../outside.log", "../../outside/x.log", "a/../../outside.log",
+           "..", "c/../../outside.log"]
 SPLICE = b"\x01SPLICEHERE\x01"   # replaced by invalid UTF-8 in raw requests
 
 RUNTIME_RPCS = [
@@ -84,6 +90,41 @@ def id_pick(draw, live):
    if (live and k == 7):
       return live[i % len(live)][:n]
    return hex_ if k == 8 else junk
+
+
+def log_path_bad_p(path):
+   "Return True if log path path is absolute or has a \"..\"."
+   return path.startswith("/") or ".." in path.split("/")
+
+
+def log_paths(ctx, good):
+   """Return log paths to draw from: good, those of LOG_BAD, and absolute
+      ones under the test's root."""
+   abs_ = os.path.join(ctx["logs"], "outside-abs.log")
+   return good + LOG_BAD + [abs_, "/" + abs_]
+
+
+def log_check(ctx, m, req, code, details):
+   """Check the answer to a request whose log path climbs out of the pod's
+      log directory: never OK; for a plausible config (see ctr_config) to
+      a listed pod, INVALID_ARGUMENT naming config.log_path unless the pod
+      is not ready (or gone since listed)."""
+   if (m != "CreateContainer" or not log_path_bad_p(req.config.log_path)):
+      return
+   where = "%s(%s) -> %s: %s" % (m, str(req)[:400], code.name, details)
+   assert code != grpc.StatusCode.OK, where
+   plausible = (list(req.config.command) == ["sleep", "300"]
+                and req.config.image.image == "busybox"
+                and req.config.metadata.name
+                and req.pod_sandbox_id in ctx["pods"])
+   if (plausible):
+      assert (code in (grpc.StatusCode.FAILED_PRECONDITION,
+                       grpc.StatusCode.NOT_FOUND)
+              or (code == grpc.StatusCode.INVALID_ARGUMENT
+                  and details.startswith("config.log_path: "))), where
+   if (code == grpc.StatusCode.INVALID_ARGUMENT
+       and details.startswith("config.log_path: ")):
+      ctx["log_refused"] += 1
 
 
 def pod_config(draw, ctx):
@@ -133,8 +174,8 @@ def ctr_config(draw, ctx):
    if (draw(hs.booleans())):   # plausible
       c = pb.ContainerConfig(image=pb.ImageSpec(image="busybox"),
                              command=["sleep", "300"],
-                             log_path=draw(hs.sampled_from(["c.log",
-                                                            "c/0.log"])))
+                             log_path=draw(hs.sampled_from(log_paths(
+                                ctx, ["c.log", "c/0.log"] * 8))))
       c.metadata.name = draw(hs.one_of(hs.sampled_from(NAMES), TEXT))
       c.metadata.attempt = draw(hs.integers(0, 3))
       c.labels.update(draw(DICT))
@@ -159,9 +200,8 @@ def ctr_config(draw, ctx):
          ["d1", "d2/sub", "../outside", "a/../../outside", "f"])))
       m.readonly = draw(hs.booleans())
       m.propagation = draw(hs.sampled_from([0, 0, 1, 2]))
-   c.log_path = draw(hs.sampled_from(
-      ["", "c.log", "c/0.log", "../outside.log", "../../outside/x.log",
-       "/abs.log", "a/../../outside.log", "..", ".", "x" * 300 + ".log"]))
+   c.log_path = draw(hs.sampled_from(log_paths(
+      ctx, ["", "c.log", "c/0.log", ".", "x" * 300 + ".log"])))
    c.tty = draw(hs.booleans())
    c.stdin = draw(hs.booleans())
    c.labels.update(draw(DICT))
@@ -352,10 +392,12 @@ def call(ctx, svc, m, req):
       else:
          res = getattr(stub, m)(req, timeout=CALL_TIMEOUT)
          ctx["results"].append((m, req, res))
+      log_check(ctx, m, req, grpc.StatusCode.OK, "")
       return grpc.StatusCode.OK
    except grpc.RpcError as x:
       assert x.code() not in BAD_CODES, \
          "%s(%s) -> %s: %s" % (m, str(req)[:400], x.code().name, x.details())
+      log_check(ctx, m, req, x.code(), x.details() or "")
       assert x.code() != grpc.StatusCode.DEADLINE_EXCEEDED \
          or m == "ExecSync", "%s hung: %s" % (m, str(req)[:400])
       ctx["details"].setdefault((m, x.code().name), x.details())
@@ -404,7 +446,7 @@ def fuzz_run(s, root, example_ct, image):
    ctx = { "served": s, "logs": os.path.join(root, "logs"),
            "host": fsutil.mkdirs(os.path.join(root, "host", "h")),
            "pods": [], "ctrs": [], "results": [], "codes": dict(),
-           "details": dict() }
+           "details": dict(), "log_refused": 0 }
    sent = [0]
 
    @hypothesis.settings(max_examples=example_ct, derandomize=True,
@@ -466,6 +508,8 @@ def fuzz_check(s, root, ctx, sent_ct, example_ct):
              "ExecSync", "StopContainer", "RemoveContainer",
              "RemovePodSandbox"):
       assert codes.get((m, "OK"), 0) > 0, (m, codes)
+   # Log paths out of the pod's log directory got as far as their check.
+   assert ctx["log_refused"] > 0
    # Still serving; every listed object answers its status call.
    live_refresh(ctx)
    rt = s.runtime
