@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import stat
+import tempfile
 import threading
 
 import grpc
@@ -36,6 +37,7 @@ from cri_api.v1 import api_pb2_grpc as pb_grpc
 
 GRACE = 5          # seconds in-flight RPCs get at shutdown
 MSG_MAX = 16 * 2**20
+SUN_PATH_MAX = 107   # longest unix socket path in bytes (then a NUL)
 WORKERS = 32
 
 
@@ -140,11 +142,8 @@ def serve(cfg, version, python, init):
    pb_grpc.add_ImageServiceServicer_to_server(
       cri.images.Image_Servicer(store), server)
    sock = cfg["socket"]
-   socket_prepare(sock)
-   if (server.add_insecure_port("unix://" + sock) == 0):
-      raise Start_Error("can't listen on socket %s" % sock)
+   socket_listen(server, sock, cfg["socket_mode"], cfg["socket_group"])
    server.start()
-   socket_perms(sock, cfg["socket_mode"], cfg["socket_group"])
    log.info("ch-cri %s serving on %s (pid %d)", version, sock, os.getpid())
    stop = threading.Event()
    def handler(signum, frame):
@@ -164,6 +163,32 @@ def serve(cfg, version, python, init):
    except OSError:
       pass
    log.info("stopped")
+
+
+def socket_listen(server, path, mode, group):
+   """Have gRPC server listen on unix socket path, which has mode and
+      group from its first moment: the socket is made in a private
+      directory beside path, given both there, and renamed into place.
+      (Made at path, it would be reachable with whatever mode the umask
+      gives until changed.)"""
+   socket_prepare(path)
+   tmp = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(path))   # 0700
+   sock = os.path.join(tmp, "s")
+   try:
+      if (len(os.fsencode(sock)) > SUN_PATH_MAX):
+         raise Start_Error("socket path too long: %s (ch-cri makes it "
+                           "first as %s, at most %d bytes)"
+                           % (path, sock, SUN_PATH_MAX))
+      if (server.add_insecure_port("unix://" + sock) == 0):
+         raise Start_Error("can't listen on socket %s" % path)
+      socket_perms(sock, mode, group)
+      os.rename(sock, path)
+   finally:
+      try:
+         os.unlink(sock)
+      except FileNotFoundError:
+         pass
+      os.rmdir(tmp)
 
 
 def socket_perms(path, mode, group):
