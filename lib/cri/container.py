@@ -245,60 +245,85 @@ class Containers:
          merged = os.path.join(c.dir_, "rootfs", "merged")
          sec = s.get("security") if self.init else None
          privileged = c.config.linux.security_context.privileged
-         (mounts, binds, fds) = self.mounts_clone(c, s["mounts"])
-         argv = self.ch.run_argv(merged,
-                                 cri.security.init_argv(INIT_PATH, sec)
-                                 + s["argv"], s["env"], s["cwd"], s["uid"],
-                                 s["gid"], s["binds"] + binds, s["write"])
-         if (sec is not None):
-            mounts.append({ "src": self.init, "dst": INIT_PATH, "ro": True })
-         rootfs = { "lower": self.ch.image_path(c.image_id),
-                    "upper": os.path.join(c.dir_, "rootfs", "upper"),
-                    "work": os.path.join(c.dir_, "rootfs", "work"),
-                    "merged": merged }
-         user = self.user_host(c)
-         if (user is not None):
-            self.paths_open(c, pod, rootfs)
-         procs = []
-         if (self.cg is not None and self.cg.usable):
-            try:
-               key = self.cg_key(c)
-               procs = self.cg.create(key, c.resources
-                                      or c.config.linux.resources)
-            except cgroups.Cgroup_Error as x:
-               raise err.Invalid_Argument("config.linux.resources: %s" % x)
+         uns = pod.userns_open() if pod.userns_p else None
+         fds = []
          try:
-            res = kc.call(pod.sock, "start", fds=fds, id=c.id_, dir=c.dir_,
-                          argv=argv,
-                          env=self.ch.run_env(), log=s["log"], tty=s["tty"],
-                          log_dir=pod.config.log_directory or None,
-                          stdin=s["stdin"],
-                          stdin_once=s.get("stdin_once", False),
-                          rootfs=rootfs,
-                          mounts=mounts, mkpaths=s["mkpaths"],
-                          user=user, sys_ro=not privileged,
-                          masked=paths_default(
-                             (sec or {}).get("masked", []),
-                             cri.security.MASKED_DEFAULT, privileged),
-                          readonly=paths_default(
-                             (sec or {}).get("readonly", []),
-                             cri.security.READONLY_DEFAULT, privileged),
-                          pidns=s.get("pidns", "node"),
-                          pidns_target=s.get("pidns_target"),
-                          cgroups=procs,
-                          memcg=(self.cg.dir_("memory", key) if procs
-                                 else None))
-         except kc.Keeper_Error as x:
-            self.store.keeper_fail(pod, x)
-            raise err.Failed_Precondition("container %s: start failed: %s"
-                                          % (id_, x))
+            res = self.start_call(c, pod, s, sec, privileged, merged, uns,
+                                  fds)
          finally:
-            for fd in fds:
+            for fd in fds + ([uns] if uns is not None else []):
                os.close(fd)
          with self.store.lock:
             c.status = res["status"]
       self.store.event_publish("started", c)
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
+
+   def start_call(self, c, pod, s, sec, privileged, merged, uns, fds):
+      """Ask c's keeper to start it; return its reply. Descriptors made
+         on the way (copies of mount trees) go in fds, closed by the
+         caller whatever happens. uns: the pod's own user namespace, or
+         None."""
+      (mounts, binds) = self.mounts_clone(c, s["mounts"], fds, uns)
+      argv = self.ch.run_argv(merged,
+                              cri.security.init_argv(INIT_PATH, sec)
+                              + s["argv"], s["env"], s["cwd"], s["uid"],
+                              s["gid"], s["binds"] + binds, s["write"])
+      if (sec is not None):
+         mounts.append({ "src": self.init, "dst": INIT_PATH, "ro": True })
+      rootfs = { "lower": self.ch.image_path(c.image_id),
+                 "upper": os.path.join(c.dir_, "rootfs", "upper"),
+                 "work": os.path.join(c.dir_, "rootfs", "work"),
+                 "merged": merged }
+      if (uns is not None):
+         # The image ID-mapped into the pod's user namespace, so its
+         # root owns the image there (writes go to the upper layer).
+         try:
+            fds.append(cri.keeper_ns.tree_clone(rootfs["lower"]))
+            cri.keeper_ns.tree_idmap(fds[-1], uns)
+         except OSError as x:
+            raise err.Failed_Precondition(
+               "container %s: image %s for the pod's user namespace: %s"
+               % (c.id_, c.image_id, x))
+         rootfs.update(lower_fd=len(fds) - 1,
+                       lower_mnt=os.path.join(c.dir_, "rootfs", "lower"))
+      user = self.user_host(c)
+      if (user is not None):
+         self.paths_open(c, pod, rootfs)
+      procs = []
+      if (self.cg is not None and self.cg.usable):
+         try:
+            key = self.cg_key(c)
+            procs = self.cg.create(key, c.resources
+                                   or c.config.linux.resources)
+         except cgroups.Cgroup_Error as x:
+            raise err.Invalid_Argument("config.linux.resources: %s" % x)
+      try:
+         res = kc.call(pod.sock, "start", fds=fds, id=c.id_, dir=c.dir_,
+                       argv=argv,
+                       env=self.ch.run_env(), log=s["log"], tty=s["tty"],
+                       log_dir=pod.config.log_directory or None,
+                       stdin=s["stdin"],
+                       stdin_once=s.get("stdin_once", False),
+                       rootfs=rootfs,
+                       mounts=mounts, mkpaths=s["mkpaths"],
+                       user=user, pod_userns=uns is not None,
+                       sys_ro=not privileged,
+                       masked=paths_default(
+                          (sec or {}).get("masked", []),
+                          cri.security.MASKED_DEFAULT, privileged),
+                       readonly=paths_default(
+                          (sec or {}).get("readonly", []),
+                          cri.security.READONLY_DEFAULT, privileged),
+                       pidns=s.get("pidns", "node"),
+                       pidns_target=s.get("pidns_target"),
+                       cgroups=procs,
+                       memcg=(self.cg.dir_("memory", key) if procs
+                              else None))
+      except kc.Keeper_Error as x:
+         self.store.keeper_fail(pod, x)
+         raise err.Failed_Precondition("container %s: start failed: %s"
+                                       % (c.id_, x))
+      return res
 
    def user_host(self, c):
       """Return the host user {"uid", "gid", "groups"} container c runs
@@ -333,7 +358,12 @@ class Containers:
                 pod.dir_):
          os.chmod(d, 0o711)
       lower = os.stat(rootfs["lower"])
-      os.chown(rootfs["upper"], lower.st_uid, lower.st_gid)
+      (uid, gid) = (lower.st_uid, lower.st_gid)
+      u = pod.ns_opts.userns_options
+      if (pod.userns_p):
+         # As the ID-mapped image shows it in the pod's namespace.
+         (uid, gid) = (u.uids[0].host_id + uid, u.gids[0].host_id + gid)
+      os.chown(rootfs["upper"], uid, gid)
       os.chmod(rootfs["upper"], stat.S_IMODE(lower.st_mode))
 
    def stop(self, id_, timeout):
@@ -438,29 +468,37 @@ class Containers:
       return (base64.b64decode(res["stdout"]), base64.b64decode(res["stderr"]),
               res["exit_code"])
 
-   def mounts_clone(self, c, mounts):
-      """Return (mounts, binds, fds): the container's host mounts, each with
-         a copy of the host's mount tree at its source (passed to the
-         keeper as fds[m["fd"]]) where we may make one (as root), so that
-         mounts made on the host after the pod started are there too; and
-         the ch-run binds of those staged for ch-run to bind."""
+   def mounts_clone(self, c, mounts, fds, uns=None):
+      """Return (mounts, binds): the container's host mounts, each with
+         a copy of the host's mount tree at its source (appended to fds
+         and passed to the keeper as fds[m["fd"]]) where we may make one
+         (as root), so that mounts made on the host after the pod started
+         are there too; and the ch-run binds of those staged for ch-run
+         to bind. With uns (the pod's own user namespace) each copy is
+         ID-mapped into it, so the pod's root writes volumes as host root
+         would; a mount that cannot be mapped is refused."""
       out = []
       binds = []
-      fds = []
       for (i, m) in enumerate(mounts):
          m = dict(m)
          if (os.geteuid() == 0):
             try:
                fds.append(cri.keeper_ns.tree_clone(m["src"]))
                m["fd"] = len(fds) - 1
+               if (uns is not None):
+                  cri.keeper_ns.tree_idmap(fds[-1], uns)
             except OSError as x:
+               if (uns is not None):
+                  raise err.Failed_Precondition(
+                     "config.mounts[%d]: %s can't be mounted in the pod's "
+                     "user namespace: %s" % (i, m["src"], x))
                log.info("mount %s: %s; the keeper binds its own view",
                         m["src"], x)
          if (m.pop("stage", False)):
             m["stage"] = os.path.join(c.dir_, "binds", str(i))
             binds.append((m["stage"], m["dst"]))
          out.append(m)
-      return (out, binds, fds)
+      return (out, binds)
 
    def exec_argv(self, c, pid, cmd, env):
       """Return the argv running cmd in running container c (main process

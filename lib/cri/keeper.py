@@ -14,7 +14,9 @@
 # It must stay small (one per pod): standard library only, no threads, no
 # grpc or protobuf. It reads POD_DIR/keeper-args.json, sets the hostname,
 # brings loopback up, then serves ch-cri on a unix socket and writes
-# POD_DIR/keeper.json ({"pid", "pid_start"}) once ready.
+# POD_DIR/keeper.json ({"pid", "pid_start"}, and "userns_pid" and
+# "userns_start" of the process holding the pod's own user namespace, for
+# hostUsers: false) once ready.
 #
 # Protocol: one JSON object per line each way. A request {"op": OP, ...}
 # gets one reply {"ok": true, ...} or {"ok": false, "error": MSG}; replies
@@ -94,6 +96,7 @@ execs = []               # Exec in progress
 waiters = []             # (deadline, Conn, container id)
 pod_init = None          # PID of the pod's init (PID namespace POD)
 held = []                # descriptors kept open for our lifetime (hold)
+userns = None            # (holder PID, fd) of the pod's user namespace
 shutdown = None          # (deadline, Conn) once asked to shut down
 
 
@@ -247,6 +250,10 @@ def op_start(conn, req):
    c.stdin_once = bool(req.get("stdin_once"))
    c.memcg = req.get("memcg")
    c.user = req.get("user")
+   if (c.user is not None and req.get("pod_userns")):
+      if (userns is None):
+         raise ValueError("pod has no user namespace of its own")
+      c.user = dict(c.user, userns=userns[1])
    c.procs = tuple(req.get("cgroups") or ())
    try:
       c.log = Log(req.get("log") or "", req.get("log_dir"))
@@ -283,8 +290,11 @@ def op_start(conn, req):
    argv = req["argv"]
    pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
+      # "host" rather than None: a child of our own, never setsid(1),
+      # whose PID is ch-run's until ch-run execs the command.
       pid = keeper_ns.spawn(argv, req["env"], fa, bool(req.get("tty")),
-                            pidns, procs=c.procs,
+                            "host" if pidns is None else pidns,
+                            procs=c.procs,
                             ops=premount_ops(c.merged, req), user=c.user)
    finally:
       for fd in closers:
@@ -356,10 +366,18 @@ def pidns_of(mode, target):
 def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
    merged = rootfs["merged"]
    c.merged = merged
+   lower = rootfs["lower"]
+   if (rootfs.get("lower_fd") is not None):
+      # The image ID-mapped into the pod's user namespace (hostUsers:
+      # false), cloned by ch-cri: its root owns the image there.
+      lower = rootfs["lower_mnt"]
+      os.makedirs(lower, exist_ok=True)
+      if (not mounted_p(lower)):
+         keeper_ns.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
    if (not mounted_p(merged)):
       keeper_ns.mount("overlay", merged, "overlay", 0,
                       "lowerdir=%s,upperdir=%s,workdir=%s"
-                      % (rootfs["lower"], rootfs["upper"], rootfs["work"]))
+                      % (lower, rootfs["upper"], rootfs["work"]))
    for (path, kind) in mkpaths:
       p = path_in_root(merged, path)
       if (kind == "dir"):
@@ -574,6 +592,9 @@ def op_remove(conn, req):
       raise ValueError("container running: %s" % c.id_)
    if (c.merged and mounted_p(c.merged)):
       run(["umount", "--recursive", "--lazy", c.merged])
+   lower = os.path.join(os.path.dirname(c.merged or "/"), "lower")
+   if (c.merged and mounted_p(lower)):
+      run(["umount", "--recursive", "--lazy", lower])
    for p in c.staged:
       if (mounted_p(p)):
          run(["umount", "--recursive", "--lazy", p])
@@ -732,6 +753,8 @@ def strays_reap():
    known.update(k.data[1][1] for k in sel.get_map().values()
                 if k.data[0] == "stream-exit")
    known.add(pod_init)
+   if (userns is not None):
+      known.add(userns[0])
    keeper_ns.strays_reap(known)
 
 
@@ -807,7 +830,7 @@ def pod_setup(args):
 
 
 def main():
-   global pod_init
+   global pod_init, userns
    pod_dir = sys.argv[1]
    with open(os.path.join(pod_dir, "keeper-args.json")) as fp:
       args = json.load(fp)
@@ -818,6 +841,8 @@ def main():
                                 args.get("uts"), args.get("ipc"))
       pod_setup(args)
       keeper_ns.subreaper_set()
+      if (args.get("pod_userns")):
+         userns = keeper_ns.userns_hold(args["pod_userns"])
       if (args.get("pidns") == "pod"):
          init = ([keeper_ns.INIT_MARK, args["init"]] if args.get("init")
                  else None)
@@ -835,8 +860,11 @@ def main():
    os.chmod(sock_path, 0o600)
    ls.listen(64)
    sel.register(ls, selectors.EVENT_READ, ("listen", None))
-   json_write(os.path.join(pod_dir, "keeper.json"),
-              { "pid": os.getpid(), "pid_start": proc_start(os.getpid()) })
+   ready = { "pid": os.getpid(), "pid_start": proc_start(os.getpid()) }
+   if (userns is not None):
+      # ch-cri ID-maps mounts for the pod's user namespace through it.
+      ready.update(userns_pid=userns[0], userns_start=proc_start(userns[0]))
+   json_write(os.path.join(pod_dir, "keeper.json"), ready)
    while True:
       if (shutdown is not None
           and (not running_p() or time.monotonic() > shutdown[0])):

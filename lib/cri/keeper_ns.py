@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import select
+import struct
 import termios
 
 
@@ -53,6 +54,9 @@ SYS_MOVE_MOUNT = 429
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
+SYS_MOUNT_SETATTR = 442
+AT_EMPTY_PATH = 0x1000
+MOUNT_ATTR_IDMAP = 0x00100000
 MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
@@ -113,6 +117,23 @@ def tree_clone(path):
       e = ctypes.get_errno()
       raise OSError(e, "open_tree %s: %s" % (path, os.strerror(e)))
    return fd
+
+
+def tree_idmap(fd, userns_fd):
+   """ID-map the detached mount tree fd (from tree_clone()), submounts
+      included, through user namespace userns_fd: its files then belong
+      to the IDs they have there (a pod's root owns what host root owns).
+      Needs CAP_SYS_ADMIN over the filesystems' own user namespace (ch-cri
+      as root); raise OSError, e.g. where a filesystem cannot be mapped."""
+   global libc
+   if (libc is None):
+      libc = ctypes.CDLL(None, use_errno=True)
+   attr = ctypes.create_string_buffer(
+      struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd))
+   if (libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE,
+                    attr, 32) != 0):
+      e = ctypes.get_errno()
+      raise OSError(e, "ID-mapped mount: %s" % os.strerror(e))
 
 
 def tree_attach(fd, dst):
@@ -261,13 +282,55 @@ def cgroups_own(top):
 
 
 def user_drop(user):
-   """Become user {"uid", "gid", "groups"} (IDs in our user namespace):
-      the container's process is then that host user to every file and
-      sysfs check, as with runc, before ch-run maps it into a namespace
-      of its own."""
+   """Become user {"uid", "gid", "groups"} (IDs in our user namespace, or
+      with "userns", a descriptor of the pod's, in that one): the
+      container's process is then that host user to every file and sysfs
+      check, as with runc, before ch-run maps it into a namespace of its
+      own."""
+   if (user.get("userns") is not None):
+      libc_call("setns", user["userns"], CLONE_NEWUSER)
    os.setgroups(user.get("groups") or [])
    os.setresgid(user["gid"], user["gid"], user["gid"])
    os.setresuid(user["uid"], user["uid"], user["uid"])
+
+
+def maps_write(pid, maps):
+   "Write user namespace ID maps {\"uid_map\", ...} of process pid."
+   for name in ("setgroups", "uid_map", "gid_map"):
+      if (maps.get(name)):
+         with open("/proc/%d/%s" % (pid, name), "w") as fp:
+            fp.write(maps[name])
+
+
+def userns_hold(maps):
+   """Make a user namespace with ID maps maps (a pod's, for hostUsers:
+      false), held by a child that lives as long as we do. Return (the
+      child's PID, a descriptor of the namespace); raise OSError."""
+   (r, w) = os.pipe()
+   (r2, w2) = os.pipe()
+   kid = os.fork()
+   if (kid == 0):
+      try:
+         os.close(w)
+         os.close(r2)
+         libc_call("unshare", CLONE_NEWUSER)
+         os.close(w2)            # tells the parent the namespace is made
+         os.read(r, 1)           # end of file once the parent is gone
+      finally:
+         os._exit(0)
+   os.close(r)
+   os.close(w2)
+   os.read(r2, 1)
+   os.close(r2)
+   try:
+      maps_write(kid, maps)
+      fd = os.open("/proc/%d/ns/user" % kid, os.O_RDONLY | os.O_CLOEXEC)
+   except OSError:
+      os.kill(kid, 9)
+      os.waitpid(kid, 0)
+      raise
+   # w stays open, never inheritable, for our lifetime.
+   return (kid, fd)
 
 
 def userns_enter(maps, net_p, uts_p, ipc_p):
@@ -287,10 +350,7 @@ def userns_enter(maps, net_p, uts_p, ipc_p):
       code = 1
       try:
          if (os.read(r, 1) == b"u"):
-            for name in ("setgroups", "uid_map", "gid_map"):
-               if (maps.get(name)):
-                  with open("/proc/%d/%s" % (parent, name), "w") as fp:
-                     fp.write(maps[name])
+            maps_write(parent, maps)
             code = 0
       except OSError as x:
          os.write(w2, str(x).encode(errors="replace"))

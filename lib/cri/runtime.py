@@ -2,6 +2,7 @@
 # what is not implemented yet answers UNIMPLEMENTED with a message.
 
 import json
+import os
 import queue
 import time
 
@@ -56,11 +57,13 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
                      % (net.reason if net else "no network configured")))
       self.status = pb.RuntimeStatus(conditions=[
          pb.RuntimeCondition(type="RuntimeReady", status=True), nr])
-      # user_namespaces would promise the pod's requested ID mappings;
-      # ch-run maps exactly one ID, so it is not claimed.
+      # user_namespaces: a root ch-cri gives hostUsers: false pods a user
+      # namespace with the kubelet's mappings (inside it ch-run still
+      # makes its own one-ID namespace per container; see ch-cri(1)).
       self.handlers = [pb.RuntimeHandler(
          name="", features=pb.RuntimeHandlerFeatures(
-            recursive_read_only_mounts=True, user_namespaces=False))]
+            recursive_read_only_mounts=True,
+            user_namespaces=os.geteuid() == 0))]
 
    @err.rpc
    def Version(self, request, context):

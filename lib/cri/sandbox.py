@@ -144,6 +144,48 @@ def userns_maps():
    return { "uid_map": "0 0 4294967295\n", "gid_map": "0 0 4294967295\n" }
 
 
+def userns_check(ns):
+   """Refuse user namespace options ch-cri cannot give: POD needs a root
+      ch-cri and one mapping each of UIDs and GIDs that maps container ID
+      0 (as the kubelet sends for hostUsers: false); NODE is the default;
+      CONTAINER and TARGET are not Kubernetes modes for it."""
+   f = "config.linux.security_context.namespace_options.userns_options"
+   u = ns.userns_options
+   # Unset means the host's (POD is the enum's zero value).
+   if (not ns.HasField("userns_options") or u.mode == pb.NamespaceMode.NODE):
+      if (u.uids or u.gids):
+         raise err.Invalid_Argument("%s: mappings with mode NODE" % f)
+      return
+   if (u.mode != pb.NamespaceMode.POD):
+      raise err.Invalid_Argument("%s.mode: %s is not supported (POD or "
+                                 "NODE)" % (f, pb.NamespaceMode.Name(u.mode)))
+   if (os.geteuid() != 0):
+      raise err.Failed_Precondition(
+         "%s.mode: POD (hostUsers: false) needs a root ch-cri: an ordinary "
+         "user's pods are that user already" % f)
+   for (name, ms) in (("uids", u.uids), ("gids", u.gids)):
+      if (len(ms) != 1):
+         raise err.Invalid_Argument("%s.%s: need exactly one mapping, not "
+                                    "%d" % (f, name, len(ms)))
+      m = ms[0]
+      if (m.container_id != 0 or m.length < 1
+          or m.host_id + m.length > 0xffffffff):
+         raise err.Invalid_Argument(
+            "%s.%s[0]: must map container ID 0 within the 32-bit ID range "
+            "(got container_id %d, host_id %d, length %d)"
+            % (f, name, m.container_id, m.host_id, m.length))
+
+
+def userns_pod_maps(ns):
+   """Return the keeper's ID maps of a pod's own user namespace
+      (userns_options mode POD, checked by userns_check), or None."""
+   u = ns.userns_options
+   if (not ns.HasField("userns_options") or u.mode != pb.NamespaceMode.POD):
+      return None
+   return { k: "0 %d %d\n" % (ms[0].host_id, ms[0].length)
+            for (k, ms) in (("uid_map", u.uids), ("gid_map", u.gids)) }
+
+
 def field_or_none(msg, name):
    "Return message field name of msg if it is set, else None."
    return getattr(msg, name) if msg.HasField(name) else None
@@ -169,6 +211,7 @@ class Pod:
       self.keeper_error = None
       self.alive = False
       self.net = None          # what CNI ADD returned (network.json)
+      self.userns_proc = None  # (pid, start) holding its user namespace
 
    @classmethod
    def load(class_, store, id_):
@@ -209,11 +252,32 @@ class Pod:
          return False
       self.keeper_error = k.get("error")
       self.keeper_pid = k.get("pid")
+      if (k.get("userns_pid")):
+         self.userns_proc = (k["userns_pid"], k.get("userns_start"))
       self.alive = st.alive_p(k.get("pid"), k.get("pid_start"))
       return self.alive
 
    def keeper_dead(self):
       self.alive = False
+
+   @property
+   def userns_p(self):
+      "True if the pod has a user namespace of its own (hostUsers: false)."
+      return (self.ns_opts.HasField("userns_options")
+              and self.ns_opts.userns_options.mode == pb.NamespaceMode.POD)
+
+   def userns_open(self):
+      """Return a descriptor of the pod's own user namespace; raise
+         Failed_Precondition if its holder is gone."""
+      (pid, start) = self.userns_proc or (None, None)
+      if (not st.alive_p(pid, start)):
+         raise err.Failed_Precondition("pod %s: its user namespace is gone"
+                                       % self.id_)
+      try:
+         return os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
+      except OSError as x:
+         raise err.Failed_Precondition("pod %s: user namespace: %s"
+                                       % (self.id_, x.strerror))
 
    def pb_short(self):
       "Return the pb.PodSandbox that ListPodSandbox answers with."
@@ -296,6 +360,7 @@ class Pods:
       ns = config.linux.security_context.namespace_options
       sysctls_check(config.linux.sysctls, ns)
       port_mappings_check(config.port_mappings)
+      userns_check(ns)
       if (config.linux.cgroup_parent):
          try:
             cgroups.parent_path(config.linux.cgroup_parent,
@@ -386,7 +451,9 @@ class Pods:
                                  "uts": not host_net,
                                  "ipc": (pod.ns_opts.ipc
                                          != pb.NamespaceMode.NODE),
-                                 "userns": userns_maps() })
+                                 "userns": userns_maps(),
+                                 "pod_userns": userns_pod_maps(
+                                    pod.ns_opts) })
       argv = self.ch.keeper_argv(
          self.python, KEEPER_PY, pod.dir_, net_p=not host_net,
          uts_p=not host_net,

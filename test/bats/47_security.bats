@@ -390,3 +390,64 @@ host_unwritable () {
    echo "$output"
    [[ $status -ne 0 && $output == *"not a regular file"* ]]
 }
+
+@test 'hostUsers: false: the pod gets its own user namespace' {
+   ns='"namespace_options": {"userns_options": {"mode": 0, "uids": [{"container_id": 0, "host_id": 300000, "length": 65536}], "gids": [{"container_id": 0, "host_id": 300000, "length": 65536}]}}'
+   cat > "${work}/un.json" <<EOF
+{"metadata": {"name": "un", "namespace": "ch-cri-test", "uid": "un-uid"},
+ "log_directory": "${work}/logs/un", "labels": {"ch-cri-test": "sec"},
+ "linux": {"security_context": {${ns}}}}
+EOF
+   if [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]]; then
+      run crictl runp "${work}/un.json"
+      [[ $status -ne 0 && $output == *FailedPrecondition* ]]
+      [[ $output == *userns_options.mode* ]]
+      return 0
+   fi
+   crictl runp "${work}/un.json" > "${work}/un.id"
+   mkdir "${work}/ed"    # an emptyDir, root's as the kubelet makes it
+   mounts="[{\"container_path\": \"/ed\", \"host_path\": \"${work}/ed\"}]"
+   c=$(ctr_run un u1 "{\"security_context\": {${ns}}}" "$mounts")
+   pid=$(crictl inspect "$c" | jq -r .info.pid)
+   grep -q '^Uid:[[:space:]]*300000[[:space:]]' "/proc/${pid}/status"
+   # Root inside writes the emptyDir (an ID-mapped mount: the file is host
+   # root's) and its image (ID-mapped too, writes in its own layer).
+   crictl exec "$c" sh -c 'echo hi > /ed/f && touch /etc/mine'
+   [[ $(stat -c %u "${work}/ed/f") -eq 0 ]]
+   # Its execs are in the namespace too.
+   crictl exec "$c" sleep 7.375 3>&- &
+   bg=$!
+   for (( i = 0; i < 100; i++ )); do
+      epid=$(pgrep -f -x 'sleep 7.375' | head -n 1)
+      [[ -n $epid ]] && break
+      sleep 0.05
+   done
+   kill "$bg" 2>/dev/null || true
+   grep -q '^Uid:[[:space:]]*300000[[:space:]]' "/proc/${epid}/status"
+   # What the kubelet never sends is refused by field.
+   f=config.linux.security_context.namespace_options.userns_options
+   for bad in '{"mode": 1}' '{"mode": 3}' \
+              '{"mode": 0, "uids": [{"container_id": 1, "host_id": 1000, "length": 10}], "gids": [{"container_id": 1, "host_id": 1000, "length": 10}]}' \
+              '{"mode": 0, "uids": [{"host_id": 1000, "length": 10}, {"host_id": 2000, "length": 10}], "gids": [{"host_id": 1000, "length": 10}]}'; do
+      sed "s|\"userns_options\": .*}}}}}|\"userns_options\": ${bad}}}}}|; s|\"un\"|\"un2\"|; s|un-uid|un2-uid|" \
+         "${work}/un.json" > "${work}/un2.json"
+      run crictl runp "${work}/un2.json"
+      echo "$output"
+      [[ $status -ne 0 && $output == *InvalidArgument* && $output == *"$f"* ]]
+   done
+}
+
+@test 'the mount namespace recorded is the command own, 200 times (host PID)' {
+   pod_run hp 2 > /dev/null
+   # privileged and host PID: nothing to mask, as an ordinary user no
+   # cgroups either, the path that once recorded the keeper's namespace.
+   linux='{"security_context": {"privileged": true, "namespace_options": {"pid": 2}}}'
+   for (( i = 0; i < 200; i++ )); do
+      c=$(ctr_run hp "h${i}" "$linux")
+      pid=$(crictl inspect "$c" | jq -r .info.pid)
+      want=$(readlink "/proc/${pid}/ns/mnt")
+      got=$(crictl inspect "$c" | jq -r .info.status.mntns)
+      [[ $got == "$want" ]] || { echo "run ${i}: ${got} != ${want}"; false; }
+      crictl rm -f "$c" > /dev/null
+   done
+}

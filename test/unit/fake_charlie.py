@@ -104,10 +104,12 @@ class Fake_Charlie:
       except FileNotFoundError:
          pass
 
-   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p):
+   def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p,
+                   self_ns_p=False):
       # The real keeper in its real namespaces: only ch-run is faked.
       return charlie.Charliecloud.keeper_argv(self, python, keeper_py,
-                                              pod_dir, net_p, uts_p, ipc_p)
+                                              pod_dir, net_p, uts_p, ipc_p,
+                                              self_ns_p)
 
    def run_argv(self, root, argv, env, cwd, uid, gid, binds, write_p):
       # Never the requested command on the host: a sleeper that logs a
