@@ -236,13 +236,15 @@ class Log:
 
 
 def oom_kills(memory_dir):
-   "Return the OOM kill count of memory cgroup (v1) memory_dir, or 0."
-   try:
-      with open(os.path.join(memory_dir, "memory.oom_control")) as fp:
-         for line in fp:
-            (k, _, v) = line.partition(" ")
-            if (k == "oom_kill"):
-               return int(v)
-   except (OSError, ValueError):
-      pass
+   """Return the OOM kill count of memory cgroup memory_dir (v2's
+      memory.events, or v1's memory.oom_control), or 0."""
+   for name in ("memory.events", "memory.oom_control"):
+      try:
+         with open(os.path.join(memory_dir, name)) as fp:
+            for line in fp:
+               (k, _, v) = line.partition(" ")
+               if (k == "oom_kill"):
+                  return int(v)
+      except (OSError, ValueError):
+         continue
    return 0

@@ -106,7 +106,12 @@ def serve(cfg, version, python, init):
             "euid": os.geteuid(),
             "init": init,
             "network": (net.source if net.ready else None),
-            "cgroups": (cri.cgroups.ROOT if cg.usable else None),
+            # Verbose Status says what limits are enforced, and if none,
+            # why (as the start-up log does).
+            "cgroups": { "version": 2 if cg.v2 else 1, "root": cg.root,
+                         "enforced": cg.usable, "reason": cg.reason,
+                         "controllers": list(cg.controllers),
+                         "delegated": cg.delegated },
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
    icepts = [cri.errors.Request_Decoder()]

@@ -56,6 +56,26 @@ def metric_descriptors():
 
 
 
+def psi_fill(s, psi, now):
+   """Fill the PSI of ContainerStats s from Cgroups.psi()'s psi (cgroup v2;
+      the kubelet reads it). The CRI's totals are microseconds, as in
+      the kernel's files."""
+   for (res, part) in (("cpu", s.cpu), ("memory", s.memory), ("io", None)):
+      if (res not in psi):
+         continue
+      if (part is None):
+         s.io.timestamp = now
+         part = s.io
+      for (kind, dst) in (("some", part.psi.Some), ("full", part.psi.Full)):
+         d = psi[res].get(kind)
+         if (d is None):
+            continue
+         dst.Total = int(d.get("total", 0))
+         (dst.Avg10, dst.Avg60, dst.Avg300) = (d.get("avg10", 0.0),
+                                               d.get("avg60", 0.0),
+                                               d.get("avg300", 0.0))
+
+
 def attrs_fill(a, id_, config):
    "Fill stats attributes a from a pod or container's ID and CRI config."
    a.id = id_
@@ -129,6 +149,8 @@ class Stats:
       s.memory.usage_bytes.value = mem[0]
       s.memory.working_set_bytes.value = mem[1]
       s.memory.rss_bytes.value = mem[2]
+      if (cg is not None and c.state == pb.ContainerState.CONTAINER_RUNNING):
+         psi_fill(s, self.cg.psi(self.ctrs.cg_key(c)), now)
       (size, inodes) = self.layer(c)
       s.writable_layer.timestamp = now
       s.writable_layer.fs_id.mountpoint = self.store.dir_
