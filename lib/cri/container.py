@@ -33,7 +33,6 @@ INIT_PATH = "/.ch-cri-init"
 # ExecSync's stdout and stderr together: under gRPC's 16 MiB reply limit,
 # with room for the rest of the reply.
 EXEC_OUTPUT_MAX = 16 * 2**20 - 64 * 2**10
-FOREVER = 10 * 365 * 86400
 # The kernel's overflow group ("nogroup"), for a non-root user in group 0.
 OVERFLOW_GID = 65534
 KILL_WAIT = 10
@@ -298,27 +297,27 @@ class Containers:
          except cgroups.Cgroup_Error as x:
             raise err.Invalid_Argument("config.linux.resources: %s" % x)
       try:
-         res = kc.call(pod.sock, "start", fds=fds, id=c.id_, dir=c.dir_,
-                       argv=argv,
-                       env=self.ch.run_env(), log=s["log"], tty=s["tty"],
-                       log_dir=pod.config.log_directory or None,
-                       stdin=s["stdin"],
-                       stdin_once=s.get("stdin_once", False),
-                       rootfs=rootfs,
-                       mounts=mounts, mkpaths=s["mkpaths"],
-                       user=user, pod_userns=uns is not None,
-                       sys_ro=not privileged,
-                       masked=paths_default(
-                          (sec or {}).get("masked", []),
-                          cri.security.MASKED_DEFAULT, privileged),
-                       readonly=paths_default(
-                          (sec or {}).get("readonly", []),
-                          cri.security.READONLY_DEFAULT, privileged),
-                       pidns=s.get("pidns", "node"),
-                       pidns_target=s.get("pidns_target"),
-                       cgroups=procs,
-                       memcg=(self.cg.dir_("memory", key) if procs
-                              else None))
+         res = kc.Keeper_Client(pod.sock).start(
+            c.id_, c.dir_, argv, self.ch.run_env(), fds=fds,
+            log=s["log"], tty=s["tty"],
+            log_dir=pod.config.log_directory or None,
+            stdin=s["stdin"],
+            stdin_once=s.get("stdin_once", False),
+            rootfs=rootfs,
+            mounts=mounts, mkpaths=s["mkpaths"],
+            user=user, pod_userns=uns is not None,
+            sys_ro=not privileged,
+            masked=paths_default(
+               (sec or {}).get("masked", []),
+               cri.security.MASKED_DEFAULT, privileged),
+            readonly=paths_default(
+               (sec or {}).get("readonly", []),
+               cri.security.READONLY_DEFAULT, privileged),
+            pidns=s.get("pidns", "node"),
+            pidns_target=s.get("pidns_target"),
+            cgroups=procs,
+            memcg=(self.cg.dir_("memory", key) if procs
+                   else None))
       except kc.Keeper_Error as x:
          self.store.keeper_fail(pod, x)
          raise err.Failed_Precondition("container %s: start failed: %s"
@@ -383,17 +382,14 @@ class Containers:
          self.store.keeper_gone(pod)   # records the exit
          return
       try:
+         keeper = kc.Keeper_Client(pod.sock)
          if (timeout > 0):
-            kc.call(pod.sock, "signal", id=c.id_,
-                    signal=c.spec["stop_signal"])
-            res = kc.call(pod.sock, "wait", limit=timeout + 10, id=c.id_,
-                          timeout=timeout)
+            keeper.signal(c.id_, c.spec["stop_signal"])
+            res = keeper.wait(c.id_, timeout)
             if (res.get("exited")):
                return self.status_take(c, res)
-         kc.call(pod.sock, "signal", id=c.id_, signal=int(signal.SIGKILL),
-                 all=True)
-         res = kc.call(pod.sock, "wait", limit=KILL_WAIT + 10, id=c.id_,
-                       timeout=KILL_WAIT)
+         keeper.signal(c.id_, int(signal.SIGKILL), all_=True)
+         res = keeper.wait(c.id_, KILL_WAIT)
          if (not res.get("exited")):
             raise err.Internal("container %s: still running %ds after "
                                "SIGKILL" % (c.id_, KILL_WAIT))
@@ -417,7 +413,7 @@ class Containers:
          pod = self.pods.find(c.pod_id)
          if (pod is not None and pod.alive):
             try:
-               kc.call(pod.sock, "remove", id=c.id_)
+               kc.Keeper_Client(pod.sock).remove(c.id_)
             except kc.Keeper_Error as x:
                if (not self.store.keeper_fail(pod, x)):
                   raise err.Internal("container %s: remove: %s" % (id_, x))
@@ -455,9 +451,8 @@ class Containers:
       s = c.spec
       argv = self.exec_argv(c, pid, cmd, s["env"])
       try:
-         res = kc.call(pod.sock, "exec", limit=(timeout or FOREVER) + 30,
-                       id=c.id_, argv=argv, env=self.ch.run_env(),
-                       timeout=timeout, max=EXEC_OUTPUT_MAX)
+         res = kc.Keeper_Client(pod.sock).exec(
+            c.id_, argv, self.ch.run_env(), timeout, EXEC_OUTPUT_MAX)
       except kc.Keeper_Error as x:
          self.store.keeper_fail(pod, x)
          raise err.Failed_Precondition("container %s: exec failed: %s"
@@ -521,7 +516,7 @@ class Containers:
       self.running_pid(c)
       pod = self.pods.get(c.pod_id)
       try:
-         kc.call(pod.sock, "reopen", id=c.id_)
+         kc.Keeper_Client(pod.sock).reopen(c.id_)
       except kc.Keeper_Error as x:
          self.store.keeper_fail(pod, x)
          raise err.Failed_Precondition("container %s: reopen log: %s"

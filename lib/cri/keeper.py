@@ -18,49 +18,10 @@
 # "userns_start" of the process holding the pod's own user namespace, for
 # hostUsers: false) once ready.
 #
-# Protocol: one JSON object per line each way. A request {"op": OP, ...}
-# gets one reply {"ok": true, ...} or {"ok": false, "error": MSG}; replies
-# to "wait" and "exec" may come later, other connections are served
-# meanwhile. Operations:
-#
-#   hello                 -> pid, containers {id: status}
-#   start id dir argv env log log_dir tty stdin rootfs mounts mkpaths
-#         masked readonly sys_ro cgroups memcg user pidns pidns_target
-#                         -> status (mount the rootfs overlay, pre-mounts,
-#                            join the cgroups, become user, spawn argv,
-#                            log its output)
-#   signal id signal all  send signal to the main process, or with all to
-#                         every process in the container's mount namespace
-#   wait id timeout       -> exited: reply when the container has exited
-#   exec id argv env timeout max
-#                         -> exit_code stdout stderr (base64, at most max
-#                            bytes of the two together) timed_out
-#   exec_stream id argv env tty stdin
-#                         -> pid, names; with the exec's stdio passed as
-#                            file descriptors (SCM_RIGHTS) in that order
-#                            ("tty" | "stdin", "stdout", "stderr"); a
-#                            second line, exit_code, when it exits
-#   attach id stdin       -> names and fds as above: a dup of the
-#                            container's stdin (the first attach of a
-#                            stdin_once container takes stdin itself, so
-#                            the container sees EOF when that client
-#                            closes it), and a socket per output
-#                            stream copying what the container writes;
-#                            a second line, exit_code, when it exits
-#   portforward port      -> a socket connected to 127.0.0.1:port (or
-#                            [::1]) in the pod's network namespace
-#   reopen id             reopen the container's log file
-#   hold                  keep the descriptors sent with this request
-#                         open until we exit (slirp4netns's exit pipe)
-#   remove id             unmount the container's rootfs and forget it
-#   events                this connection becomes a stream of
-#                         {"ev": "exit", "id", "status"} lines
-#   shutdown              kill every container, record exits, exit
-#
-# A container's status lives in DIR/status.json (written atomically, only
-# by this keeper): pid, pid_start, mntns, started_at, finished_at (ns),
-# exit_code, signal, reason, message. Exit codes follow the shells' rule:
-# 128 + N for a death by signal N.
+# The protocol (one JSON request line per connection, one reply line,
+# descriptors passed alongside) and its operations are documented once,
+# with the only client that speaks it: keeper_conn.Keeper_Client. OPS
+# below maps each operation to its handler; the two must name the same.
 
 import base64
 import errno

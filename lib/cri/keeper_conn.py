@@ -1,5 +1,57 @@
-# ch-cri's side of the keeper protocol (see keeper.py): one call per
-# connection, and event streams.
+# ch-cri's side of the keeper protocol: Keeper_Client, one method per
+# operation of the per-pod keeper (keeper.py).
+#
+# Protocol: one connection per request, over the keeper's unix socket
+# (state dir k/ID[:12]). The request is one JSON object on one line,
+# {"op": OP, ...}, possibly with file descriptors (SCM_RIGHTS) sent along;
+# the reply is one line, {"ok": true, ...} or {"ok": false, "error": MSG},
+# possibly with file descriptors. The keeper answers "wait" and "exec"
+# when they are done, serving other connections meanwhile. Operations
+# (request arguments -> reply fields):
+#
+#   hello                 -> pid, containers {id: status}
+#   start id dir argv env log log_dir tty stdin stdin_once rootfs mounts
+#         mkpaths masked readonly sys_ro cgroups memcg user pod_userns
+#         pidns pidns_target, with the descriptors of idmapped mount trees
+#                         -> status (mount the rootfs overlay, pre-mounts,
+#                            join the cgroups, become user, spawn argv,
+#                            log its output)
+#   signal id signal all  send signal to the main process, or with all to
+#                         every process in the container's mount namespace
+#   wait id timeout       -> exited, status: reply when the container has
+#                            exited, or after timeout seconds
+#   exec id argv env timeout max
+#                         -> exit_code stdout stderr (base64, at most max
+#                            bytes of the two together) timed_out
+#   exec_stream id argv env tty stdin
+#                         -> pid, names; with the exec's stdio passed as
+#                            file descriptors in that order ("tty" |
+#                            "stdin", "stdout", "stderr"); a second line,
+#                            exit_code, when it exits
+#   attach id stdin       -> names and fds as above: a dup of the
+#                            container's stdin (the first attach of a
+#                            stdin_once container takes stdin itself, so
+#                            the container sees EOF when that client
+#                            closes it), and a socket per output stream
+#                            copying what the container writes; a second
+#                            line, exit_code, when it exits
+#   portforward port      -> names ["socket"] and a socket connected to
+#                            127.0.0.1:port (or [::1]) in the pod's
+#                            network namespace
+#   reopen id             reopen the container's log file
+#   hold                  keep the descriptors sent with this request
+#                         open until the keeper exits (slirp4netns's exit
+#                         pipe)
+#   remove id             unmount the container's rootfs and forget it
+#   events                -> containers {id: status}; then the connection
+#                            is a stream of {"ev": "exit", "id", "status"}
+#                            lines
+#   shutdown              kill every container, record exits, exit
+#
+# A container's status lives in its DIR/status.json (written atomically,
+# only by its keeper while it lives): pid, pid_start, mntns, started_at,
+# finished_at (ns), exit_code, signal, reason, message. Exit codes follow
+# the shells' rule: 128 + N for a death by signal N.
 
 import errno
 import json
@@ -16,10 +68,14 @@ import misc
 # not dead, so connecting is tried again (with back-off) until then, or
 # the call's own limit if sooner.
 CONNECT_WAIT = 10
+FDS_MAX = 8               # descriptors a reply may carry
 LINE_MAX = 64 * 2**20     # exec output comes base64-encoded in one line
 # Longest wait for a reply. Requests carry timeouts up to 2**63 s, which
 # socket timeouts can't represent; ten years is forever here.
 LIMIT_MAX = 10 * 365 * 86400
+# What a wait or exec may take beyond its own timeout before we give up.
+SLACK_EXEC = 30
+SLACK_WAIT = 10
 
 
 ## Globals ##
@@ -46,50 +102,6 @@ class Keeper_Error(Exception):
 
 ## Functions ##
 
-def call(sock_path, op, limit=30, fds=(), **args):
-   """Send one request (op and args, and file descriptors fds) to the
-      keeper at sock_path and return its reply (a dict), waiting at most
-      limit seconds. Raise Keeper_Error if it refuses or cannot be
-      reached."""
-   limit = min(limit, LIMIT_MAX)
-   deadline = time.monotonic() + limit
-   s = connect(sock_path, deadline)
-   try:
-      data = json.dumps(dict(args, op=op)).encode() + b"\n"
-      try:
-         if (fds):
-            data = data[socket.send_fds(s, [data], list(fds)):]
-         s.sendall(data)
-      except socket.timeout:
-         raise Keeper_Error("keeper %s: %s not taken in %ss"
-                            % (sock_path, op, limit), timeout_p=True)
-      except OSError as x:
-         raise Keeper_Error("keeper %s: %s: %s" % (sock_path, op, x))
-      buf = bytearray()
-      while b"\n" not in buf:
-         left = deadline - time.monotonic()
-         if (left <= 0):
-            raise Keeper_Error("keeper %s: no answer to %s in %ss"
-                               % (sock_path, op, limit), timeout_p=True)
-         s.settimeout(left)
-         try:
-            data = s.recv(1 << 20)
-         except socket.timeout:
-            continue
-         except OSError as x:
-            raise Keeper_Error("keeper %s: %s" % (sock_path, x))
-         if (not data):
-            raise Keeper_Error("keeper %s closed the connection during %s"
-                               % (sock_path, op))
-         buf += data
-         if (len(buf) > LINE_MAX):
-            raise Keeper_Error("keeper %s: reply too long" % sock_path,
-                               refused_p=True)
-   finally:
-      s.close()
-   return reply_parse(buf[:buf.index(b"\n")], sock_path, op)
-
-
 def connect(sock_path, deadline):
    """Return a socket connected to the keeper at sock_path, with a timeout
       of what is left until deadline (time.monotonic()). Raise
@@ -113,40 +125,6 @@ def connect(sock_path, deadline):
                             "full" % sock_path, busy_p=True)
       time.sleep(pause)
       pause = min(2 * pause, 0.1)
-
-
-def events_open(sock_path, limit=10):
-   """Open an event stream from the keeper at sock_path, waiting at most
-      limit seconds. Return (socket, statuses of its containers, what was
-      read after the reply) or raise Keeper_Error."""
-   s = connect(sock_path, time.monotonic() + limit)
-   try:
-      try:
-         s.sendall(b'{"op": "events"}\n')
-         buf = b""
-         while b"\n" not in buf:
-            data = s.recv(65536)
-            if (not data):
-               raise OSError("connection closed")
-            buf += data
-      except socket.timeout:
-         raise Keeper_Error("keeper %s: no answer to events in %ss"
-                            % (sock_path, limit), timeout_p=True)
-      except OSError as x:
-         raise Keeper_Error("keeper %s: events: %s" % (sock_path, x))
-      (line, rest) = buf.split(b"\n", 1)
-      res = reply_parse(line, sock_path, "events")
-      statuses = res.get("containers", {})
-      if (not (isinstance(statuses, dict)
-               and all(isinstance(v, dict) for v in statuses.values()))):
-         raise Keeper_Error("keeper %s: events: malformed reply: statuses "
-                            "not an object of objects" % sock_path,
-                            refused_p=True)
-   except BaseException:
-      s.close()
-      raise
-   s.setblocking(False)
-   return (s, statuses, rest)
 
 
 def reply_parse(line, sock_path, op):
@@ -174,34 +152,140 @@ def reply_parse(line, sock_path, op):
    return res
 
 
-def stream_open(sock_path, op, **args):
-   """Send a request whose reply passes file descriptors (exec_stream,
-      attach, portforward). Return (socket, reply, {name: fd}, rest): the
-      socket stays open for the line the keeper sends at exit; rest is
-      what was read after the reply. Raise Keeper_Error."""
-   s = connect(sock_path, time.monotonic() + 30)
-   fds = []
-   try:
+## Classes ##
+
+class Keeper_Client:
+   """The keeper of one pod, as ch-cri talks to it: one method per
+      operation (see the protocol above), each raising Keeper_Error when
+      the call fails. Holds no connection: each call makes its own."""
+
+   def __init__(self, sock_path):
+      self.sock_path = sock_path
+
+   def request(self, op, limit=30, fds=(), keep=False, **args):
+      """Send request op with args (and file descriptors fds) and read its
+         reply, waiting at most limit seconds in all. Return the reply (a
+         dict) and close the connection; with keep, return (socket, reply,
+         {name: descriptor received}, bytes read after the reply) with the
+         socket blocking, for the lines the keeper sends later."""
+      path = self.sock_path
+      limit = min(limit, LIMIT_MAX)
+      deadline = time.monotonic() + limit
+      s = connect(path, deadline)
+      got = []
       try:
-         s.sendall(json.dumps(dict(args, op=op)).encode() + b"\n")
-         buf = b""
+         data = json.dumps(dict(args, op=op)).encode() + b"\n"
+         try:
+            if (fds):
+               data = data[socket.send_fds(s, [data], list(fds)):]
+            s.sendall(data)
+         except socket.timeout:
+            raise Keeper_Error("keeper %s: %s not taken in %ss"
+                               % (path, op, limit), timeout_p=True)
+         except OSError as x:
+            raise Keeper_Error("keeper %s: %s: %s" % (path, op, x))
+         buf = bytearray()
          while b"\n" not in buf:
-            (data, more, _, _) = socket.recv_fds(s, 65536, 8)
-            fds += more
+            left = deadline - time.monotonic()
+            if (left <= 0):
+               raise Keeper_Error("keeper %s: no answer to %s in %ss"
+                                  % (path, op, limit), timeout_p=True)
+            s.settimeout(left)
+            try:
+               (data, more, _, _) = socket.recv_fds(s, 1 << 20, FDS_MAX)
+            except socket.timeout:
+               continue
+            except OSError as x:
+               raise Keeper_Error("keeper %s: %s: %s" % (path, op, x))
+            got += more
             if (not data):
-               raise OSError("connection closed")
+               raise Keeper_Error("keeper %s closed the connection during "
+                                  "%s" % (path, op))
             buf += data
-      except socket.timeout:
-         raise Keeper_Error("keeper %s: no answer to %s in 30s"
-                            % (sock_path, op), timeout_p=True)
-      except OSError as x:
-         raise Keeper_Error("keeper %s: %s: %s" % (sock_path, op, x))
-      (line, rest) = buf.split(b"\n", 1)
-      res = reply_parse(line, sock_path, op)
-   except BaseException:
+            if (len(buf) > LINE_MAX):
+               raise Keeper_Error("keeper %s: reply too long" % path,
+                                  refused_p=True)
+         (line, rest) = bytes(buf).split(b"\n", 1)
+         res = reply_parse(line, path, op)
+      except BaseException:
+         s.close()
+         for fd in got:
+            os.close(fd)
+         raise
+      if (not keep):
+         s.close()
+         for fd in got:   # none expected
+            os.close(fd)
+         return res
+      s.settimeout(None)
+      return (s, res, dict(zip(res.get("names", []), got)), rest)
+
+   ## Operations ##
+
+   def attach(self, id_, stdin):
+      "Return (socket, reply, {name: fd}, rest) of an attach to id_."
+      return self.request("attach", keep=True, id=id_, stdin=bool(stdin))
+
+   def events(self, limit=10):
+      """Open an event stream, waiting at most limit seconds. Return
+         (socket, statuses of the keeper's containers, what was read after
+         the reply), the socket non-blocking."""
+      (s, res, _, rest) = self.request("events", limit=limit, keep=True)
+      statuses = res.get("containers", {})
+      if (not (isinstance(statuses, dict)
+               and all(isinstance(v, dict) for v in statuses.values()))):
+         s.close()
+         raise Keeper_Error("keeper %s: events: malformed reply: statuses "
+                            "not an object of objects" % self.sock_path,
+                            refused_p=True)
+      s.setblocking(False)
+      return (s, statuses, rest)
+
+   def exec(self, id_, argv, env, timeout, max_):
+      """Run argv in container id_, waiting at most timeout seconds (0:
+         forever); return the reply (exit_code, stdout, stderr, timed_out)."""
+      return self.request("exec", limit=(timeout or LIMIT_MAX) + SLACK_EXEC,
+                          id=id_, argv=argv, env=env, timeout=timeout,
+                          max=max_)
+
+   def exec_stream(self, id_, argv, env, tty, stdin):
+      "Return (socket, reply, {name: fd}, rest) of argv run in id_."
+      return self.request("exec_stream", keep=True, id=id_, argv=argv,
+                          env=env, tty=bool(tty), stdin=bool(stdin))
+
+   def hello(self, limit=30):
+      return self.request("hello", limit=limit)
+
+   def hold(self, fds):
+      "Have the keeper keep descriptors fds open until it exits."
+      return self.request("hold", fds=fds)
+
+   def portforward(self, port):
+      "Return a socket connected to port in the pod's network namespace."
+      (s, _, fds, _) = self.request("portforward", keep=True, port=int(port))
       s.close()
-      for fd in fds:
-         os.close(fd)
-      raise
-   s.settimeout(None)
-   return (s, res, dict(zip(res.get("names", []), fds)), rest)
+      return socket.socket(fileno=fds["socket"])
+
+   def remove(self, id_):
+      return self.request("remove", id=id_)
+
+   def reopen(self, id_):
+      return self.request("reopen", id=id_)
+
+   def shutdown(self, limit=30):
+      return self.request("shutdown", limit=limit)
+
+   def signal(self, id_, signal, all_=False):
+      args = dict(all=True) if all_ else dict()
+      return self.request("signal", id=id_, signal=signal, **args)
+
+   def start(self, id_, dir_, argv, env, fds=(), **opts):
+      """Start container id_ (see the protocol above for opts); return the
+         reply (its status)."""
+      return self.request("start", fds=fds, id=id_, dir=dir_, argv=argv,
+                          env=env, **opts)
+
+   def wait(self, id_, timeout):
+      "Wait at most timeout seconds for id_ to exit; return the reply."
+      return self.request("wait", limit=timeout + SLACK_WAIT, id=id_,
+                          timeout=timeout)

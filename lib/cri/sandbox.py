@@ -485,12 +485,12 @@ class Pods:
          pod.net = self.net.add(
             pod.id_, "/proc/%d/ns/net" % pod.keeper_pid,
             pod.config.port_mappings,
-            hold=lambda fds: kc.call(pod.sock, "hold", fds=fds))
+            hold=kc.Keeper_Client(pod.sock).hold)
          fsutil.json_write_atomic(os.path.join(pod.dir_, "network.json"),
                                   pod.net)
       except (cni.Cni_Error, kc.Keeper_Error, OSError) as x:
          try:
-            kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
+            kc.Keeper_Client(pod.sock).shutdown(limit=SHUTDOWN_TIMEOUT)
          except kc.Keeper_Error:
             pass
          if (isinstance(x, slirp.Port_Error)):
@@ -519,7 +519,7 @@ class Pods:
          self.network_del(pod)
          if (pod.alive):
             try:
-               kc.call(pod.sock, "shutdown", limit=SHUTDOWN_TIMEOUT)
+               kc.Keeper_Client(pod.sock).shutdown(limit=SHUTDOWN_TIMEOUT)
             except kc.Keeper_Error as x:
                if (not self.store.keeper_fail(pod, x)):
                   raise err.Internal("pod %s: stop: %s" % (id_, x))

@@ -187,7 +187,7 @@ class Store:
       """Stop the keeper of quarantined pod id_ (its files now in dir_) if
          it runs: nobody can manage it or its containers any more."""
       try:
-         kc.call(self.sock_path(id_), "shutdown", limit=30)
+         kc.Keeper_Client(self.sock_path(id_)).shutdown(limit=30)
          log.warning("pod %s: quarantined; its keeper was shut down", id_)
          return
       except kc.Keeper_Error as x:
@@ -237,7 +237,8 @@ class Store:
          uses the selector). A keeper that gives none is tried again
          later, until its PID is gone: failing to answer is no death."""
       try:
-         (s, statuses, rest) = kc.events_open(self.sock_path(pod.id_))
+         (s, statuses, rest) = kc.Keeper_Client(
+            self.sock_path(pod.id_)).events()
       except kc.Keeper_Error as x:
          if (self.keeper_dead_p(pod)):
             self.keeper_gone(pod)
@@ -293,8 +294,8 @@ class Store:
                self.keeper_gone(pod)
             continue
          try:
-            (s, statuses, rest) = kc.events_open(self.sock_path(id_),
-                                                 limit=FOLLOW_LIMIT)
+            (s, statuses, rest) = kc.Keeper_Client(
+               self.sock_path(id_)).events(limit=FOLLOW_LIMIT)
          except kc.Keeper_Error as x:
             log.log(misc.LOG_LEVELS["verbose"], "pod %s: %s; trying again",
                     id_, x)

@@ -117,9 +117,8 @@ class Keeper_Backend:
       if (tty and not any(e.startswith("TERM=") for e in env)):
          env.append("TERM=xterm")
       argv = self.ctrs.exec_argv(c, pid, cmd, env)
-      (sock, res, fds, rest) = kc.stream_open(
-         pod.sock, "exec_stream", id=c.id_, argv=argv, env=self.ch.run_env(),
-         tty=bool(tty), stdin=bool(stdin))
+      (sock, res, fds, rest) = kc.Keeper_Client(pod.sock).exec_stream(
+         c.id_, argv, self.ch.run_env(), tty, stdin)
       return Proc(sock, fds, rest, pid=res["pid"])
 
    @stream_errors
@@ -127,8 +126,8 @@ class Keeper_Backend:
       c = self.ctrs.get(container_id)
       self.ctrs.running_pid(c)
       pod = self.pods.get(c.pod_id)
-      (sock, res, fds, rest) = kc.stream_open(pod.sock, "attach", id=c.id_,
-                                              stdin=bool(stdin))
+      (sock, res, fds, rest) = kc.Keeper_Client(pod.sock).attach(c.id_,
+                                                                stdin)
       return Proc(sock, fds, rest)
 
    @stream_errors
@@ -136,7 +135,4 @@ class Keeper_Backend:
       pod = self.pods.get(pod_id)
       if (not pod.alive):
          raise err.Failed_Precondition("pod sandbox not ready: %s" % pod_id)
-      (sock, res, fds, rest) = kc.stream_open(pod.sock, "portforward",
-                                              port=int(port))
-      sock.close()
-      return socket.socket(fileno=fds["socket"])
+      return kc.Keeper_Client(pod.sock).portforward(port)

@@ -306,17 +306,17 @@ def test_keeper_fail_decides_by_pid(root, keeper_proc, quick, monkeypatch):
    k.serve(lambda req: (b'{"ok": false, "error": "no"}\n' if "refuse" in req
                         else None))
    with pytest.raises(kc.Keeper_Error) as x:
-      kc.call(pod.sock, "silent", limit=0.3)
+      kc.Keeper_Client(pod.sock).request("silent", limit=0.3)
    assert x.value.timeout_p
    with pytest.raises(err.Deadline_Exceeded):
       store.keeper_fail(pod, x.value)
    with pytest.raises(kc.Keeper_Error) as x:
-      kc.call(pod.sock, "refuse")
+      kc.Keeper_Client(pod.sock).request("refuse")
    assert x.value.refused_p and str(x.value) == "no"
    assert store.keeper_fail(pod, x.value) is False
    k.close()
    with pytest.raises(kc.Keeper_Error) as x:
-      kc.call(pod.sock, "hello")
+      kc.Keeper_Client(pod.sock).hello()
    assert not (x.value.refused_p or x.value.timeout_p)
    monkeypatch.setattr(cri.store, "DEATH_WAIT", 0.05)
    with pytest.raises(err.Unavailable):
@@ -420,13 +420,14 @@ def test_malformed_reply(root, reply):
    path = os.path.join(root, "k")
    k = Fake_Keeper(path, backlog=8)
    k.serve(lambda req: reply)
-   fs = [(kc.events_open, ())]
+   keeper = kc.Keeper_Client(path)
+   fs = [(keeper.events, ())]
    if (b"containers" not in reply):
-      fs += [(kc.call, ("hello",)), (kc.stream_open, ("attach",))]
+      fs += [(keeper.hello, ()), (keeper.attach, ("x", False))]
    try:
       for (f, args) in fs:
          with pytest.raises(kc.Keeper_Error) as x:
-            f(path, *args)
+            f(*args)
          assert x.value.refused_p, (f, x.value)
          assert "malformed" in str(x.value), (f, x.value)
          # x holds the call's frames: only an explicit close ends it.
