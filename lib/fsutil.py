@@ -5,13 +5,11 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 
-
-## Constants ##
-
-# Version written into every JSON state file; readers refuse newer ones.
-STATE_VERSION = 1
+# The writers are shared with the keeper, which loads no ch-cri module but
+# its own; they live with it and are ch-cri's too.
+from cri.keeper.proc import (STATE_VERSION, dir_fsync,  # noqa: F401
+                             file_write_atomic, json_write_atomic)
 
 
 ## Exceptions ##
@@ -21,37 +19,6 @@ class State_Error(Exception):
 
 
 ## Functions ##
-
-def dir_fsync(path):
-   "fsync directory path so a rename inside it is durable."
-   fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-   try:
-      os.fsync(fd)
-   finally:
-      os.close(fd)
-
-
-def file_write_atomic(path, data, mode=0o600):
-   """Write bytes data to path atomically: temp file in the same directory,
-      fsync, rename, fsync the directory. A reader sees the old or the new
-      content, never a mix; a crash leaves at most a stray temp file."""
-   dir_ = os.path.dirname(path) or "."
-   fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=dir_)
-   try:
-      os.fchmod(fd, mode)
-      with os.fdopen(fd, "wb") as fp:
-         fp.write(data)
-         fp.flush()
-         os.fsync(fp.fileno())
-      os.rename(tmp, path)
-   except BaseException:
-      try:
-         os.unlink(tmp)
-      except OSError:
-         pass
-      raise
-   dir_fsync(dir_)
-
 
 def json_read(path):
    """Return the object stored by json_write_atomic at path. Raise
@@ -67,13 +34,6 @@ def json_read(path):
       raise State_Error("state file from a newer ch-cri: %s (version %s)"
                         % (path, obj["version"]))
    return obj
-
-
-def json_write_atomic(path, obj):
-   "Write dict obj as JSON to path atomically, stamped with STATE_VERSION."
-   obj = dict(obj, version=STATE_VERSION)
-   file_write_atomic(path, json.dumps(obj, sort_keys=True,
-                                      indent=1).encode("utf-8"))
 
 
 def mkdirs(path, mode=0o700):

@@ -7,7 +7,7 @@ import time
 import types
 
 import misc
-from cri.keeper_io import oom_kills
+from cri.keeper.logio import oom_kills
 
 
 ## Constants ##

@@ -15,8 +15,8 @@ import fsutil
 import misc
 import cri.cgroups as cgroups
 import cri.errors as err
-import cri.keeper_conn as kc
-import cri.keeper_ns
+import cri.keeper.client as kc
+import cri.keeper.spawn
 import cri.sandbox as sb
 import cri.security
 import cri.store as st
@@ -277,8 +277,8 @@ class Containers:
          # The image ID-mapped into the pod's user namespace, so its
          # root owns the image there (writes go to the upper layer).
          try:
-            fds.append(cri.keeper_ns.tree_clone(rootfs["lower"]))
-            cri.keeper_ns.tree_idmap(fds[-1], uns)
+            fds.append(cri.keeper.spawn.tree_clone(rootfs["lower"]))
+            cri.keeper.spawn.tree_idmap(fds[-1], uns)
          except OSError as x:
             raise err.Failed_Precondition(
                "container %s: image %s for the pod's user namespace: %s"
@@ -478,10 +478,10 @@ class Containers:
          m = dict(m)
          if (os.geteuid() == 0):
             try:
-               fds.append(cri.keeper_ns.tree_clone(m["src"]))
+               fds.append(cri.keeper.spawn.tree_clone(m["src"]))
                m["fd"] = len(fds) - 1
                if (uns is not None):
-                  cri.keeper_ns.tree_idmap(fds[-1], uns)
+                  cri.keeper.spawn.tree_idmap(fds[-1], uns)
             except OSError as x:
                if (uns is not None):
                   raise err.Failed_Precondition(

@@ -16,7 +16,8 @@ import misc
 import cri.cgroups as cgroups
 import cri.cni as cni
 import cri.errors as err
-import cri.keeper_conn as kc
+import cri.keeper.client as kc
+import cri.keeper.proc as proc
 import cri.slirp as slirp
 import cri.store as st
 
@@ -26,7 +27,7 @@ from cri_api.v1 import api_pb2 as pb
 ## Constants ##
 
 KEEPER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                         "keeper.py")
+                         "keeper", "keeper.py")
 KEEPER_START_TIMEOUT = 10
 SHUTDOWN_TIMEOUT = 30
 IPC_SYSCTLS = { "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
@@ -254,7 +255,7 @@ class Pod:
       self.keeper_pid = k.get("pid")
       if (k.get("userns_pid")):
          self.userns_proc = (k["userns_pid"], k.get("userns_start"))
-      self.alive = st.alive_p(k.get("pid"), k.get("pid_start"))
+      self.alive = proc.alive_p(k.get("pid"), k.get("pid_start"))
       return self.alive
 
    def keeper_dead(self):
@@ -270,7 +271,7 @@ class Pod:
       """Return a descriptor of the pod's own user namespace; raise
          Failed_Precondition if its holder is gone."""
       (pid, start) = self.userns_proc or (None, None)
-      if (not st.alive_p(pid, start)):
+      if (not proc.alive_p(pid, start)):
          raise err.Failed_Precondition("pod %s: its user namespace is gone"
                                        % self.id_)
       try:

@@ -27,8 +27,8 @@ import cri.sandbox
 import cri.slirp
 import cri.stats
 import cri.store
-import cri.stream_backend
-import cri.streaming
+import cri.stream.backend
+import cri.stream.server
 
 from cri_api.v1 import api_pb2_grpc as pb_grpc
 
@@ -130,8 +130,8 @@ def serve(cfg, version, python, init):
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
    sc = cfg["streaming"]
-   streams = cri.streaming.Stream_Server(
-      cri.stream_backend.Keeper_Backend(ch, ctrs, pods), sc["address"],
+   streams = cri.stream.server.Stream_Server(
+      cri.stream.backend.Keeper_Backend(ch, ctrs, pods), sc["address"],
       sc["port"], sc["token_ttl"], sc["idle_timeout"],
       allow_remote=sc.get("allow_remote", False))
    try:

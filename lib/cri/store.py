@@ -15,8 +15,8 @@ import weakref
 import fsutil
 import misc
 import cri.errors as err
-import cri.keeper_conn as kc
-from cri.keeper_io import ns_pids, proc_start
+import cri.keeper.client as kc
+from cri.keeper.proc import alive_p, ns_kill, zombie_p
 
 
 ## Constants ##
@@ -53,11 +53,6 @@ log = misc.log
 
 ## Functions ##
 
-def alive_p(pid, start):
-   "Return True if pid is running and is the process that started at start."
-   return pid is not None and start is not None and proc_start(pid) == start
-
-
 def labels_match(labels, selector):
    """Return True if labels has every key/value of selector.
 
@@ -72,16 +67,6 @@ def labels_match(labels, selector):
 def running_p(status):
    "Return True if container status says it started and has not exited."
    return bool(status.get("started_at") and not status.get("finished_at"))
-
-
-def zombie_p(pid):
-   "Return True if process pid has exited and is not yet reaped."
-   try:
-      with open("/proc/%d/stat" % pid, "rb") as fp:
-         stat = fp.read()
-   except (OSError, TypeError):
-      return False
-   return stat[stat.rindex(b")") + 2:].startswith(b"Z")
 
 
 ## Classes ##
@@ -487,12 +472,10 @@ class Store:
             continue
          killed = False
          if (st.get("mntns") and alive_p(st.get("pid"), st.get("pid_start"))):
-            for pid in ns_pids(st["mntns"]):
-               try:
-                  os.kill(pid, signal.SIGKILL)
-                  killed = True
-               except OSError:
-                  pass
+            try:
+               killed = ns_kill(st["mntns"], signal.SIGKILL) > 0
+            except OSError:
+               pass
          new = dict(st, finished_at=time.time_ns(), reason="Error",
                     exit_code=(137 if killed else 255),
                     message=("keeper of pod %s died; container killed"

@@ -14,7 +14,7 @@ import threading
 
 import grpc
 
-import cri.streaming as streaming
+import cri.stream.server as streaming
 
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1 import api_pb2_grpc as pb_grpc

@@ -9,7 +9,7 @@ import types
 import pytest
 
 import cri.cgroups as cgroups
-from cri.keeper_io import oom_kills
+from cri.keeper.logio import oom_kills
 
 
 ## Constants ##

@@ -13,9 +13,9 @@ import pytest
 MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
             "cri.config": True, "cri.images": True, "cri.container": True,
             "cri.cgroups": True, "cri.cni": True, "cri.metrics": True,
-            "cri.sandbox": True,
+            "cri.keeper.client": True, "cri.sandbox": True,
             "cri.security": True, "cri.slirp": True, "cri.spec": True,
-            "cri.spdy": True, "cri.streaming": True, "cri.store": True }
+            "cri.stream.spdy": True, "cri.stream.server": True, "cri.store": True }
 
 
 ## Tests ##

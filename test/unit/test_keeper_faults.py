@@ -17,12 +17,12 @@ import pytest
 
 import cri.container
 import cri.errors as err
-import cri.keeper_conn as kc
+import cri.keeper.client as kc
 import cri.sandbox
 import cri.store
 import fake_charlie
 import fsutil
-from cri.keeper_io import proc_start
+from cri.keeper.proc import proc_start
 
 from cri_api.v1 import api_pb2 as pb
 

@@ -21,8 +21,8 @@ import pytest
 
 import cri.errors
 import cri.metrics
-import cri.spdy as spdy
-import cri.streaming as streaming
+import cri.stream.spdy as spdy
+import cri.stream.server as streaming
 import stream_fake
 
 from cri_api.v1 import api_pb2 as pb

@@ -8,8 +8,8 @@ import time
 import urllib.parse
 
 import misc
-import cri.spdy as spdy
-import cri.wschan as wschan
+import cri.stream.spdy as spdy
+import cri.stream.wschan as wschan
 
 from cri.errors import Stream_Error
 

@@ -20,7 +20,7 @@
 #
 # The protocol (one JSON request line per connection, one reply line,
 # descriptors passed alongside) and its operations are documented once,
-# with the only client that speaks it: keeper_conn.Keeper_Client. OPS
+# with the only client that speaks it: client.Keeper_Client. OPS
 # below maps each operation to its handler; the two must name the same.
 
 import base64
@@ -35,12 +35,14 @@ import time
 import traceback
 
 # -I leaves our directory off sys.path; stdlib modules still come first.
+# Our helpers (spawn, logio, proc) are imported from there as top-level
+# modules: run as a script, we are no part of the cri package.
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-import keeper_ns  # noqa: E402
-from keeper_io import (Log, exit_code_of, json_write, lo_up,  # noqa: E402
-                       mntns_of, mounted_p, ns_pids, oom_kills,
-                       path_in_root,
-                       proc_start, run)
+import spawn  # noqa: E402
+from logio import (Log, exit_code_of, lo_up, mounted_p,  # noqa: E402
+                   oom_kills, path_in_root, run)
+from proc import (json_write_atomic, mntns_of, ns_kill,  # noqa: E402
+                  proc_start)
 
 
 ## Constants ##
@@ -90,7 +92,7 @@ class Container:
       return "finished_at" in self.status
 
    def save(self):
-      json_write(os.path.join(self.dir_, "status.json"), self.status)
+      json_write_atomic(os.path.join(self.dir_, "status.json"), self.status)
 
 
 class Conn:
@@ -253,7 +255,7 @@ def op_start(conn, req):
    try:
       # "host" rather than None: a child of our own, never setsid(1),
       # whose PID is ch-run's until ch-run execs the command.
-      pid = keeper_ns.spawn(argv, req["env"], fa, bool(req.get("tty")),
+      pid = spawn.spawn(argv, req["env"], fa, bool(req.get("tty")),
                             "host" if pidns is None else pidns,
                             procs=c.procs,
                             ops=premount_ops(c.merged, req), user=c.user)
@@ -288,7 +290,7 @@ def op_start(conn, req):
 
 
 def premount_ops(merged, req):
-   """Return keeper_ns.premounts_apply()'s ops for the container's masked
+   """Return spawn.premounts_apply()'s ops for the container's masked
       and read-only paths: those in /proc, /sys and /dev as they are (ch-run
       binds ours), the others inside the container's root. With sys_ro,
       first all of /sys read-only, its cgroup hierarchies showing only the
@@ -308,7 +310,7 @@ def premount_ops(merged, req):
 
 
 def pidns_of(mode, target):
-   """Return keeper_ns.spawn()'s pidns for a container's PID namespace
+   """Return spawn.spawn()'s pidns for a container's PID namespace
       mode: "container" (its own), "pod" (the pod init's), "target" (that
       container's), anything else the keeper's (the host's)."""
    if (mode == "container"):
@@ -334,9 +336,9 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       lower = rootfs["lower_mnt"]
       os.makedirs(lower, exist_ok=True)
       if (not mounted_p(lower)):
-         keeper_ns.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
+         spawn.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
    if (not mounted_p(merged)):
-      keeper_ns.mount("overlay", merged, "overlay", 0,
+      spawn.mount("overlay", merged, "overlay", 0,
                       "lowerdir=%s,upperdir=%s,workdir=%s"
                       % (lower, rootfs["upper"], rootfs["work"]))
    for (path, kind) in mkpaths:
@@ -359,20 +361,20 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       if (m.get("fd") is not None):
          # The host's tree as ch-cri sees it, with mounts made there after
          # the pod started (our own view of the host stops at that).
-         keeper_ns.tree_attach(conn_fds[m["fd"]], dst)
+         spawn.tree_attach(conn_fds[m["fd"]], dst)
       else:
-         keeper_ns.mount(m["src"], dst, None,
-                         keeper_ns.MS_BIND | keeper_ns.MS_REC, None)
+         spawn.mount(m["src"], dst, None,
+                         spawn.MS_BIND | spawn.MS_REC, None)
       # Copies of the (slave) pod namespace's mounts are slaves: keep that
       # for HOST_TO_CONTAINER, cut it for PRIVATE.
-      keeper_ns.mount(None, dst, None, keeper_ns.MS_REC
-                      | keeper_ns.PROPAGATION[m.get("propagation",
+      spawn.mount(None, dst, None, spawn.MS_REC
+                      | spawn.PROPAGATION[m.get("propagation",
                                                     "private")], None)
       if (m.get("ro")):
-         keeper_ns.bind_ro(dst)
+         spawn.bind_ro(dst)
       if (m.get("rro")):
-         for sub in keeper_ns.submounts(dst):
-            keeper_ns.bind_ro(sub)
+         for sub in spawn.submounts(dst):
+            spawn.bind_ro(sub)
 
 
 def op_signal(conn, req):
@@ -380,15 +382,9 @@ def op_signal(conn, req):
    sig = int(req["signal"])
    if (c.exited_p() and not req.get("all")):
       return { "exited": True }
-   pids = [c.pid] if not c.exited_p() else []
-   if (req.get("all") and c.status.get("mntns")):
-      pids += ns_pids(c.status["mntns"])
-   for pid in set(pids):
-      try:
-         os.kill(pid, sig)
-      except ProcessLookupError:
-         pass
-   return { "exited": c.exited_p(), "signalled": len(set(pids)) }
+   n = ns_kill(c.status.get("mntns") if req.get("all") else None, sig,
+               [c.pid] if not c.exited_p() else [])
+   return { "exited": c.exited_p(), "signalled": n }
 
 
 def op_wait(conn, req):
@@ -414,7 +410,7 @@ def op_exec(conn, req):
       outs[r] = bytearray()
       os.set_blocking(r, False)
    try:
-      pid = keeper_ns.spawn(req["argv"], req["env"], fa, False,
+      pid = spawn.spawn(req["argv"], req["env"], fa, False,
                             c.pid if c.status.get("pidns") else None,
                             proc_p=False, procs=c.procs, user=c.user,
                             cgns_pid=c.pid if c.procs else None)
@@ -463,7 +459,7 @@ def op_exec_stream(conn, req):
    tty = bool(req.get("tty"))
    (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
    try:
-      pid = keeper_ns.spawn(req["argv"], req["env"], fa, tty,
+      pid = spawn.spawn(req["argv"], req["env"], fa, tty,
                             c.pid if c.status.get("pidns") else None,
                             proc_p=False, procs=c.procs, user=c.user,
                             cgns_pid=c.pid if c.procs else None)
@@ -574,14 +570,8 @@ def op_shutdown(conn, req):
    "Kill every container; the reply comes once all have exited (bounded)."
    global shutdown
    for c in containers.values():
-      pids = [] if (c.pid is None or c.exited_p()) else [c.pid]
-      if (c.status.get("mntns")):
-         pids += ns_pids(c.status["mntns"])
-      for pid in pids:
-         try:
-            os.kill(pid, signal.SIGKILL)
-         except ProcessLookupError:
-            pass
+      ns_kill(c.status.get("mntns"), signal.SIGKILL,
+              [] if (c.pid is None or c.exited_p()) else [c.pid])
    if (pod_init is not None):
       os.kill(pod_init, signal.SIGKILL)   # and with it the PID namespace
    shutdown = (time.monotonic() + 10, conn)
@@ -624,12 +614,7 @@ def on_exit(c):
                    reason=reason)
    c.save()
    # The container ends with its main process, as with a PID namespace.
-   if (c.status.get("mntns")):
-      for pid in ns_pids(c.status["mntns"]):
-         try:
-            os.kill(pid, signal.SIGKILL)
-         except ProcessLookupError:
-            pass
+   ns_kill(c.status.get("mntns"), signal.SIGKILL)
    for s in list(subscribers):
       s.send({ "ev": "exit", "id": c.id_, "status": c.status })
    for (_, sock) in c.attached:
@@ -716,7 +701,7 @@ def strays_reap():
    known.add(pod_init)
    if (userns is not None):
       known.add(userns[0])
-   keeper_ns.strays_reap(known)
+   spawn.strays_reap(known)
 
 
 def loop_once(timeout):
@@ -798,18 +783,19 @@ def main():
    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
    try:
       if (args.get("userns")):
-         keeper_ns.userns_enter(args["userns"], args.get("net"),
+         spawn.userns_enter(args["userns"], args.get("net"),
                                 args.get("uts"), args.get("ipc"))
       pod_setup(args)
-      keeper_ns.subreaper_set()
+      spawn.subreaper_set()
       if (args.get("pod_userns")):
-         userns = keeper_ns.userns_hold(args["pod_userns"])
+         userns = spawn.userns_hold(args["pod_userns"])
       if (args.get("pidns") == "pod"):
-         init = ([keeper_ns.INIT_MARK, args["init"]] if args.get("init")
+         init = ([spawn.INIT_MARK, args["init"]] if args.get("init")
                  else None)
-         pod_init = keeper_ns.spawn(init, None, [], False, "new")
-   except (OSError, keeper_ns.Spawn_Error) as x:
-      json_write(os.path.join(pod_dir, "keeper.json"), { "error": str(x) })
+         pod_init = spawn.spawn(init, None, [], False, "new")
+   except (OSError, spawn.Spawn_Error) as x:
+      json_write_atomic(os.path.join(pod_dir, "keeper.json"),
+                        { "error": str(x) })
       sys.exit(1)
    sock_path = args["socket"]
    try:
@@ -825,7 +811,7 @@ def main():
    if (userns is not None):
       # ch-cri ID-maps mounts for the pod's user namespace through it.
       ready.update(userns_pid=userns[0], userns_start=proc_start(userns[0]))
-   json_write(os.path.join(pod_dir, "keeper.json"), ready)
+   json_write_atomic(os.path.join(pod_dir, "keeper.json"), ready)
    while True:
       if (shutdown is not None
           and (not running_p() or time.monotonic() > shutdown[0])):

@@ -16,9 +16,9 @@ import h11
 import misc
 import cri.errors as err
 import cri.metrics as metrics
-import cri.portfwd as portfwd
-import cri.spdy as spdy
-import cri.wschan as wschan
+import cri.stream.portfwd as portfwd
+import cri.stream.spdy as spdy
+import cri.stream.wschan as wschan
 
 from cri.errors import Stream_Error  # noqa: F401 (for backends)
 

@@ -11,7 +11,7 @@ import wsproto
 import wsproto.events as wse
 
 import misc
-import cri.spdy as spdy
+import cri.stream.spdy as spdy
 
 
 ## Constants ##

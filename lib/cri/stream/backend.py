@@ -11,8 +11,8 @@ import termios
 
 import misc
 import cri.errors as err
-import cri.keeper_conn as kc
-import cri.streaming as streaming
+import cri.keeper.client as kc
+import cri.stream.server as streaming
 
 
 ## Globals ##

@@ -1,9 +1,8 @@
-# Helpers of the per-pod keeper (keeper.py): CRI log files, atomic state
-# files, /proc and mount helpers. Standard library only, like the keeper.
+# Helpers of the per-pod keeper (keeper.py): CRI log files, loopback, mount
+# and exit-status helpers. Standard library only, like the keeper.
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import stat
@@ -18,31 +17,9 @@ IFF_UP = 0x1
 LOG_LINE_MAX = 16 * 1024     # longer lines are split into "P" records
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
-VERSION = 1
 
 
 ## Functions ##
-
-def file_write_atomic(path, data):
-   tmp = "%s.tmp.%d" % (path, os.getpid())
-   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-   try:
-      os.write(fd, data)
-      os.fsync(fd)
-   finally:
-      os.close(fd)
-   os.rename(tmp, path)
-   dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-   try:
-      os.fsync(dfd)
-   finally:
-      os.close(dfd)
-
-
-def json_write(path, obj):
-   obj = dict(obj, version=VERSION)
-   file_write_atomic(path, json.dumps(obj, sort_keys=True).encode())
-
 
 def lo_up():
    "Bring the loopback interface of our network namespace up."
@@ -60,13 +37,6 @@ def log_ts():
    ns = time.time_ns()
    return "%s.%09dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S",
                                       time.gmtime(ns // 10**9)), ns % 10**9)
-
-
-def mntns_of(pid):
-   try:
-      return os.readlink("/proc/%d/ns/mnt" % pid)
-   except OSError:
-      return None
 
 
 def path_in_root(root, path):
@@ -97,16 +67,6 @@ def path_in_root(root, path):
    return os.path.join(root, *out)
 
 
-def proc_start(pid):
-   "Return the start time of process pid (clock ticks since boot) or None."
-   try:
-      with open("/proc/%d/stat" % pid, "rb") as fp:
-         stat = fp.read()
-   except OSError:
-      return None
-   return int(stat[stat.rindex(b")") + 2:].split()[19])
-
-
 def run(argv):
    "Run a helper command (mount, umount) and wait; raise on failure."
    pid = os.posix_spawnp(argv[0], argv, {"PATH": "/usr/bin:/bin:/usr/sbin:"
@@ -125,20 +85,6 @@ def exit_code_of(status):
 def mounted_p(path):
    with open("/proc/self/mountinfo") as fp:
       return any(l.split()[4] == path for l in fp)
-
-
-
-
-
-
-
-def ns_pids(ns):
-   "Return the PIDs whose mount namespace is ns (the container's)."
-   out = []
-   for d in os.listdir("/proc"):
-      if (d.isdigit() and int(d) != os.getpid() and mntns_of(int(d)) == ns):
-         out.append(int(d))
-   return out
 
 
 ## Classes ##

@@ -136,7 +136,7 @@ def reply_parse(line, sock_path, op):
       >>> reply_parse(b'[1]', "k", "x")
       Traceback (most recent call last):
         ...
-      cri.keeper_conn.Keeper_Error: keeper k: x: malformed reply: b'[1]'
+      cri.keeper.client.Keeper_Error: keeper k: x: malformed reply: b'[1]'
    """
    try:
       res = json.loads(line)
