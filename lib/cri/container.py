@@ -253,7 +253,12 @@ class Containers:
             for fd in fds + ([uns] if uns is not None else []):
                os.close(fd)
          with self.store.lock:
-            c.status = res["status"]
+            # A container that exits at once may have its exit recorded
+            # (the keeper's event, on the monitor thread) before this
+            # reply is read: never take the exit back.
+            if (not (c.status.get("finished_at") and c.status.get("pid")
+                     == res["status"].get("pid"))):
+               c.status = res["status"]
       self.store.event_publish("started", c)
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
 
