@@ -259,6 +259,21 @@ EOF
    [[ $status -ne 0 && $output == *config.linux.cgroup_parent* ]]
 }
 
+# Exec "sleep $2" (a number unique to the test) in container $1 in the
+# background; set $epid to its host PID (empty if it never showed, in 5 s).
+exec_pid () {
+   local bg i
+   crictl exec "$1" sleep "$2" 3>&- &
+   bg=$!
+   epid=
+   for (( i = 0; i < 100; i++ )); do
+      epid=$(pgrep -f -x "sleep $2" | head -n 1)
+      [[ -n $epid ]] && break
+      sleep 0.05
+   done
+   kill "$bg" 2>/dev/null || true
+}
+
 # The masked and read-only paths the kubelet sends by default (procMount
 # Default); crictl and critest send none.
 kubelet_paths='"masked_paths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"], "readonly_paths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]'
@@ -350,14 +365,7 @@ host_unwritable () {
    pod_run ex > /dev/null
    c=$(ctr_run ex e1 '{"resources": {"memory_limit_in_bytes": 104857600}}')
    pid=$(crictl inspect "$c" | jq -r .info.pid)
-   crictl exec "$c" sleep 7.125 3>&- &
-   bg=$!
-   for (( i = 0; i < 100; i++ )); do
-      epid=$(pgrep -f -x 'sleep 7.125' | head -n 1)
-      [[ -n $epid ]] && break
-      sleep 0.05
-   done
-   kill "$bg" 2>/dev/null || true
+   exec_pid "$c" 7.125
    [[ -n $epid ]]
    [[ $(grep ':memory:' "/proc/${epid}/cgroup") \
       == "$(grep ':memory:' "/proc/${pid}/cgroup")" ]]
@@ -415,14 +423,7 @@ EOF
    crictl exec "$c" sh -c 'echo hi > /ed/f && touch /etc/mine'
    [[ $(stat -c %u "${work}/ed/f") -eq 0 ]]
    # Its execs are in the namespace too.
-   crictl exec "$c" sleep 7.375 3>&- &
-   bg=$!
-   for (( i = 0; i < 100; i++ )); do
-      epid=$(pgrep -f -x 'sleep 7.375' | head -n 1)
-      [[ -n $epid ]] && break
-      sleep 0.05
-   done
-   kill "$bg" 2>/dev/null || true
+   exec_pid "$c" 7.375
    grep -q '^Uid:[[:space:]]*300000[[:space:]]' "/proc/${epid}/status"
    # What the kubelet never sends is refused by field.
    f=config.linux.security_context.namespace_options.userns_options
