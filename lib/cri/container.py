@@ -223,7 +223,7 @@ class Containers:
             del self.store.containers[id_]
          self.store.dir_remove(c.dir_)
          raise
-      self.store.event_publish("created", c)
+      self.store.events.ctr_publish("created", c)
       log.info("container %s (%s) created in pod %s", id_, md.name, pod_id)
       return id_
 
@@ -259,7 +259,7 @@ class Containers:
             if (not (c.status.get("finished_at") and c.status.get("pid")
                      == res["status"].get("pid"))):
                c.status = res["status"]
-      self.store.event_publish("started", c)
+      self.store.events.ctr_publish("started", c)
       log.info("container %s started, pid %s", id_, c.status.get("pid"))
 
    def start_call(self, c, pod, s, sec, privileged, merged, uns, fds):
@@ -427,7 +427,7 @@ class Containers:
          self.store.dir_remove(c.dir_)
          if (self.cg is not None and self.cg.usable):
             self.cg.remove(self.cg_key(c))
-      self.store.event_publish("deleted", c)
+      self.store.events.ctr_publish("deleted", c)
       log.info("container %s removed", id_)
 
    def matching(self, f):

@@ -177,7 +177,8 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    def GetContainerEvents(self, request, context):
       """Stream container events until the client goes away (a server
          stream: errors end it, so err.rpc does not apply)."""
-      q = self.ctrs.store.events_subscribe(EVENT_STREAMS_MAX)
+      hub = self.ctrs.store.events
+      q = hub.subscribe(EVENT_STREAMS_MAX)
       if (q is None):
          # Each stream holds a server thread: keep most for other RPCs.
          context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -190,26 +191,26 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       try:
          while context.is_active():
             try:
-               (kind, c, ts) = q.get(timeout=1)
+               e = q.get(timeout=1)
             except queue.Empty:
                continue
-            ev = pb.ContainerEventResponse(container_id=c.id_,
-                                           container_event_type=types[kind],
-                                           created_at=ts)
             # A pod's own events carry its ID (as a pause container's
             # would) and its containers; a container's, itself.
-            pod_p = not hasattr(c, "pod_id")
-            pod = c if pod_p else self.pods.find(c.pod_id)
+            pod_p = e.ctr_id is None
+            ev = pb.ContainerEventResponse(
+               container_id=e.pod_id if pod_p else e.ctr_id,
+               container_event_type=types[e.kind], created_at=e.time_ns)
+            pod = e.subject if pod_p else self.pods.find(e.pod_id)
             if (pod is not None):
                ev.pod_sandbox_status.CopyFrom(pod.pb_status())
             if (pod_p):
                ev.containers_statuses.extend(
-                  x.pb_status() for x in self.ctrs.of_pod(pod.id_))
-            elif (kind != "deleted"):
-               ev.containers_statuses.append(c.pb_status())
+                  x.pb_status() for x in self.ctrs.of_pod(e.pod_id))
+            elif (e.kind != "deleted"):
+               ev.containers_statuses.append(e.subject.pb_status())
             yield ev
       finally:
-         self.ctrs.store.events_unsubscribe(q)
+         hub.unsubscribe(q)
 
    @err.rpc
    def UpdateContainerResources(self, request, context):

@@ -311,8 +311,10 @@ class Pod:
 class Pods:
    "Pod operations over a Store."
 
-   def __init__(self, store, ch, python, net=None, init=None, cg=None):
+   def __init__(self, store, monitor, ch, python, net=None, init=None,
+                cg=None):
       self.init = init         # ch-cri-init, the pod init where shared
+      self.monitor = monitor   # cri.monitor.Monitor: follows the keepers
       self.cg = cg if (cg is not None and cg.usable) else None
       self.store = store
       self.ch = ch
@@ -397,8 +399,8 @@ class Pods:
          self.store.dir_remove(pod.dir_)
          self.cg_remove(pod)
          raise
-      self.store.event_publish("created", pod)
-      self.store.event_publish("started", pod)
+      self.store.events.pod_publish("created", pod)
+      self.store.events.pod_publish("started", pod)
       log.info("pod %s (%s/%s) ready, keeper pid %s", id_, md.namespace,
                md.name, pod.keeper_pid)
       return id_
@@ -478,7 +480,7 @@ class Pods:
          time.sleep(0.005)
       if (not host_net and self.net is not None and self.net.ready):
          self.network_add(pod)
-      self.store.follow(pod)
+      self.monitor.follow(pod)
 
    def network_add(self, pod):
       "Connect the pod to the network, or stop its keeper and raise."
@@ -530,7 +532,7 @@ class Pods:
       # The keeper recorded every exit before answering; make sure we show
       # them now rather than when its events arrive.
       self.store.keeper_gone(pod)
-      self.store.event_publish("stopped", pod)
+      self.store.events.pod_publish("stopped", pod)
       log.info("pod %s stopped", id_)
 
    def remove(self, pod):
@@ -545,7 +547,7 @@ class Pods:
             os.unlink(pod.sock)
          except OSError:
             pass
-      self.store.event_publish("deleted", pod)
+      self.store.events.pod_publish("deleted", pod)
       log.info("pod %s removed", pod.id_)
 
    def cg_key(self, pod):

@@ -22,6 +22,7 @@ import cri.container
 import cri.errors
 import cri.images
 import cri.metrics
+import cri.monitor
 import cri.runtime
 import cri.sandbox
 import cri.slirp
@@ -74,8 +75,10 @@ def serve(cfg, version, python, init):
                                   cfg["state_dir"], cfg["pinned_images"])
    store.load()
    state = cri.store.Store(cfg["state_dir"])
-   state.load(cri.sandbox.Pod, cri.container.Container)
-   state.start()
+   monitor = cri.monitor.Monitor(state)
+   for pod in state.load(cri.sandbox.Pod, cri.container.Container):
+      monitor.follow(pod)
+   monitor.start()
    nc = cfg["network"]
    if (os.geteuid() == 0):
       net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
@@ -94,7 +97,7 @@ def serve(cfg, version, python, init):
       n = cg.sweep(set(state.pods) | set(state.containers))
       if (n):
          log.info("removed %d empty cgroups of pods and containers gone", n)
-   pods = cri.sandbox.Pods(state, ch, python, net, init, cg)
+   pods = cri.sandbox.Pods(state, monitor, ch, python, net, init, cg)
    ctrs = cri.container.Containers(state, ch, pods, store, cg, init)
    store.in_use = ctrs.image_user
    info = { "version": version,
@@ -162,7 +165,7 @@ def serve(cfg, version, python, init):
    streams.stop()
    if (exporter is not None):
       exporter.stop()
-   state.stop()
+   monitor.stop()
    try:
       os.unlink(sock)
    except OSError:

@@ -1,20 +1,17 @@
-# Durable pods and containers: the state directory's layout, loading it at
-# start-up, and following the keepers' exit events.
+# Durable pods and containers: the registry, the state directory's layout
+# and loading it at start-up, and what a dead keeper leaves to record.
 
-import json
 import os
-import queue
-import selectors
 import signal
 import threading
 import time
-import traceback
 import uuid
 import weakref
 
 import fsutil
 import misc
 import cri.errors as err
+import cri.events
 import cri.keeper.client as kc
 from cri.keeper.proc import alive_p, ns_kill, zombie_p
 
@@ -36,14 +33,6 @@ SOCK_ID_LEN = 12
 # Longest wait for a keeper whose connection broke to be gone from /proc
 # (it is most often on its way out); after that it lives, and is busy.
 DEATH_WAIT = 1
-EVENTS_QUEUE_MAX = 10000
-# The monitor's waits between tries to follow the events of a keeper that
-# lives but gives none (busy, or it ended its stream), doubling from MIN
-# to MAX; and its longest wait for one keeper's answer (it waits for no
-# other's meanwhile).
-FOLLOW_LIMIT = 1
-FOLLOW_RETRY_MAX = 5
-FOLLOW_RETRY_MIN = 0.05
 
 
 ## Globals ##
@@ -83,28 +72,18 @@ class Store:
 
       self.gone_lock serialises keeper_gone() and guards self.gone (the
       pods it has run for); taken after op_lock, before self.lock.
-      self.follow_lock guards self.follows (event streams for the monitor
-      thread to take, the only thread that uses self.sel); taken alone.
-      self.retries (keepers to follow again) is the monitor's alone."""
 
-   def __init__(self, state_dir):
+      events (a cri.events.Hub) gets the changes of containers' states
+      the store records itself."""
+
+   def __init__(self, state_dir, events=None):
       self.dir_ = state_dir
       self.lock = threading.Lock()
       self.pods = dict()
       self.containers = dict()
-      self.sel = selectors.DefaultSelector()
-      self.wake_r, self.wake_w = os.pipe()
-      os.set_blocking(self.wake_r, False)
-      os.set_blocking(self.wake_w, False)
-      self.sel.register(self.wake_r, selectors.EVENT_READ, None)
-      self.stop_ev = threading.Event()
-      self.ev_lock = threading.Lock()   # guards ev_queues; a leaf
-      self.ev_queues = []
+      self.events = events if events is not None else cri.events.Hub()
       self.gone_lock = threading.Lock()
       self.gone = weakref.WeakSet()
-      self.follow_lock = threading.Lock()
-      self.follows = []        # (pod, (socket, rest) or None: try again)
-      self.retries = dict()    # pod ID -> (pod, when, pause)
       for d in ("pods", "containers", "k", "trash", "quarantine"):
          fsutil.mkdirs(os.path.join(state_dir, d))
 
@@ -117,7 +96,9 @@ class Store:
    ## Loading ##
 
    def load(self, pod_class, ctr_class):
-      "Read every pod and container; reconnect to live keepers."
+      """Read every pod and container, and record the exits of those whose
+         keepers died meanwhile. Return the pods whose keepers live, to
+         follow (cri.monitor.Monitor)."""
       fsutil.rmtree(self.path("trash"))
       fsutil.mkdirs(self.path("trash"))
       for id_ in sorted(os.listdir(self.path("pods"))):
@@ -138,13 +119,15 @@ class Store:
             continue
          self.containers[id_] = c
       self.socks_prune()
+      alive = []
       for p in list(self.pods.values()):
          if (p.keeper_alive_p()):
-            self.follow(p)
+            alive.append(p)
          else:
             self.keeper_gone(p)
       log.info("state: %d pods, %d containers in %s", len(self.pods),
                len(self.containers), self.dir_)
+      return alive
 
    def socks_prune(self):
       """Remove keeper sockets of pods we no longer have: a kill between
@@ -214,153 +197,6 @@ class Store:
          return
       fsutil.rmtree(dst)
 
-   ## Keeper events ##
-
-   def follow(self, pod):
-      """Subscribe to pod's keeper events and take the current statuses
-         of its containers. The monitor thread takes the stream (it alone
-         uses the selector). A keeper that gives none is tried again
-         later, until its PID is gone: failing to answer is no death."""
-      try:
-         (s, statuses, rest) = kc.Keeper_Client(
-            self.sock_path(pod.id_)).events()
-      except kc.Keeper_Error as x:
-         if (self.keeper_dead_p(pod)):
-            self.keeper_gone(pod)
-            return
-         log.warning("pod %s: %s; trying again", pod.id_, x)
-         self.follow_queue(pod, None)
-         return
-      self.statuses_take(pod, statuses)
-      self.follow_queue(pod, (s, rest))
-
-   def follow_queue(self, pod, opened):
-      "Hand pod's event stream opened (or None: try again) to the monitor."
-      with self.follow_lock:
-         self.follows.append((pod, opened))
-      self.wake()
-
-   def follows_take(self):
-      "Take the streams follow() queued (monitor thread)."
-      with self.follow_lock:
-         (fs, self.follows) = (self.follows, [])
-      for (pod, opened) in fs:
-         if (opened is None):
-            self.retry_later(pod)
-         else:
-            self.retries.pop(pod.id_, None)
-            self.stream_add(pod, *opened)
-
-   def follow_lost(self, pod):
-      """Pod's event stream ended or broke (monitor thread): record the
-         keeper dead if its PID is gone, else follow it again later."""
-      if (self.keeper_dead_p(pod)):
-         self.keeper_gone(pod)
-      else:
-         self.retry_later(pod)
-
-   def retry_later(self, pod):
-      "Try to follow pod's keeper again after a while (monitor thread)."
-      pause = self.retries.get(pod.id_, (None, None, FOLLOW_RETRY_MIN / 2))[2]
-      pause = min(2 * pause, FOLLOW_RETRY_MAX)
-      self.retries[pod.id_] = (pod, time.monotonic() + pause, pause)
-
-   def retries_run(self):
-      """Try again to follow the keepers due (monitor thread). Return the
-         seconds until the next is due, at most 5."""
-      for (id_, (pod, when, _)) in list(self.retries.items()):
-         if (when > time.monotonic()):
-            continue
-         with self.lock:
-            mine = self.pods.get(id_) is pod
-         if (not mine or self.keeper_dead_p(pod)):
-            del self.retries[id_]
-            if (mine):
-               self.keeper_gone(pod)
-            continue
-         try:
-            (s, statuses, rest) = kc.Keeper_Client(
-               self.sock_path(id_)).events(limit=FOLLOW_LIMIT)
-         except kc.Keeper_Error as x:
-            log.log(misc.LOG_LEVELS["verbose"], "pod %s: %s; trying again",
-                    id_, x)
-            self.retry_later(pod)
-            continue
-         del self.retries[id_]
-         log.info("pod %s: following its keeper's events again", id_)
-         self.statuses_take(pod, statuses)
-         self.stream_add(pod, s, rest)
-      whens = [r[1] for r in self.retries.values()]
-      return max(0, min(whens + [time.monotonic() + 5]) - time.monotonic())
-
-   def stream_add(self, pod, s, rest):
-      "Follow pod's event stream s (monitor thread); rest was read already."
-      buf = bytearray(rest)
-      self.sel.register(s, selectors.EVENT_READ, (pod, buf))
-      self.lines_take(pod, buf)
-
-   def lines_take(self, pod, buf):
-      while b"\n" in buf:
-         i = buf.index(b"\n")
-         line = bytes(buf[:i])
-         del buf[:i+1]
-         self.event(pod, line)
-
-   def statuses_take(self, pod, statuses):
-      """Take the statuses of pod's containers its keeper sent with a new
-         stream; say which exited meanwhile."""
-      stopped = []
-      with self.lock:
-         for (cid, st) in statuses.items():
-            c = self.containers.get(cid)
-            if (c is not None and c.pod_id == pod.id_):
-               if (running_p(c.status) and st.get("finished_at")):
-                  stopped.append(c)
-               c.status = st
-      for c in stopped:
-         self.event_publish("stopped", c)
-
-   def monitor(self):
-      "Follow keeper events until stop(). Runs in its own thread."
-      while not self.stop_ev.is_set():
-         try:
-            self.monitor_once()
-         except Exception:
-            # Keep following the other pods' keepers.
-            log.error("keeper events: unexpected error:\n%s",
-                      traceback.format_exc())
-            self.stop_ev.wait(1)
-
-   def monitor_once(self):
-      self.follows_take()
-      for (key, _) in self.sel.select(self.retries_run()):
-         if (key.data is None):
-            try:
-               os.read(self.wake_r, 4096)
-            except BlockingIOError:
-               pass
-            continue
-         (pod, buf) = key.data
-         try:
-            data = key.fileobj.recv(1 << 20)
-         except BlockingIOError:
-            continue
-         except OSError:
-            data = b""
-         if (not data):
-            self.sel.unregister(key.fileobj)
-            key.fileobj.close()
-            self.follow_lost(pod)
-            continue
-         buf += data
-         self.lines_take(pod, buf)
-
-   def wake(self):
-      "Wake the monitor from its select()."
-      try:
-         os.write(self.wake_w, b"x")
-      except BlockingIOError:
-         pass   # the pipe is full: it will wake anyway
 
    ## Keepers, dead or busy ##
 
@@ -401,51 +237,6 @@ class Store:
          raise err.Deadline_Exceeded(msg)
       raise err.Unavailable(msg + "; try again")
 
-   ## Container events (GetContainerEvents) ##
-
-   def events_subscribe(self, max_):
-      """Return a queue that gets every container event from now on, or
-         None if max_ subscribers already have one."""
-      q = queue.Queue(EVENTS_QUEUE_MAX)
-      with self.ev_lock:
-         if (len(self.ev_queues) >= max_):
-            return None
-         self.ev_queues.append(q)
-      return q
-
-   def events_unsubscribe(self, q):
-      with self.ev_lock:
-         if (q in self.ev_queues):
-            self.ev_queues.remove(q)
-
-   def event_publish(self, kind, ctr):
-      """Tell subscribers that container ctr was kind ("created",
-         "started", "stopped", "deleted"). A subscriber too slow to keep
-         EVENTS_QUEUE_MAX events loses the new ones (the kubelet relists
-         when it notices a gap)."""
-      with self.ev_lock:
-         qs = list(self.ev_queues)
-      for q in qs:
-         try:
-            q.put_nowait((kind, ctr, time.time_ns()))
-         except queue.Full:
-            log.warning("container event subscriber too slow; event lost")
-
-   def event(self, pod, line):
-      try:
-         ev = json.loads(line)
-      except ValueError:
-         log.warning("pod %s: bad event from keeper: %r", pod.id_, line[:200])
-         return
-      if (ev.get("ev") == "exit"):
-         with self.lock:
-            c = self.containers.get(ev.get("id"))
-            if (c is not None):
-               c.status = ev["status"]
-         if (c is not None):
-            self.event_publish("stopped", c)
-         log.info("container %s exited: code %s", ev.get("id"),
-                  ev["status"].get("exit_code"))
 
    def keeper_gone(self, pod):
       """Pod's keeper is dead (or exited after StopPodSandbox). Containers
@@ -468,7 +259,7 @@ class Store:
          st = c.status
          if (not st.get("started_at") or st.get("finished_at")):
             if (was_running and st.get("finished_at")):
-               self.event_publish("stopped", c)
+               self.events.ctr_publish("stopped", c)
             continue
          killed = False
          if (st.get("mntns") and alive_p(st.get("pid"), st.get("pid_start"))):
@@ -485,14 +276,5 @@ class Store:
          fsutil.json_write_atomic(os.path.join(c.dir_, "status.json"), new)
          with self.lock:
             c.status = new
-         self.event_publish("stopped", c)
+         self.events.ctr_publish("stopped", c)
          log.warning("container %s: %s", c.id_, new["message"])
-
-   def start(self):
-      t = threading.Thread(target=self.monitor, name="keeper-events",
-                           daemon=True)
-      t.start()
-
-   def stop(self):
-      self.stop_ev.set()
-      self.wake()

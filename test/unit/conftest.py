@@ -20,6 +20,7 @@ import grpc  # noqa: E402
 import cri.config  # noqa: E402
 import cri.images  # noqa: E402
 import cri.container
+import cri.monitor
 import cri.errors
 import cri.runtime
 import cri.sandbox
@@ -80,7 +81,9 @@ class Served:
       # Pods and containers over real state and real keepers; the fake
       # adapter's containers are sleepers (see fake_charlie).
       self.state_store = cri.store.Store(self.state)
-      self.pods = cri.sandbox.Pods(self.state_store, self.ch, sys.executable)
+      self.monitor = cri.monitor.Monitor(self.state_store)
+      self.pods = cri.sandbox.Pods(self.state_store, self.monitor, self.ch,
+                                   sys.executable)
       self.ctrs = cri.container.Containers(self.state_store, self.ch,
                                            self.pods, self.store)
       pb_grpc.add_RuntimeServiceServicer_to_server(

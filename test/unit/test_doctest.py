@@ -15,7 +15,8 @@ MODULES = { "misc": True, "fsutil": False, "imgref": True, "charlie": True,
             "cri.cgroups": True, "cri.cni": True, "cri.metrics": True,
             "cri.keeper.client": True, "cri.sandbox": True,
             "cri.security": True, "cri.slirp": True, "cri.spec": True,
-            "cri.stream.spdy": True, "cri.stream.server": True, "cri.store": True }
+            "cri.stream.spdy": True, "cri.stream.server": True,
+            "cri.store": True }
 
 
 ## Tests ##

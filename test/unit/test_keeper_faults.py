@@ -18,6 +18,7 @@ import pytest
 import cri.container
 import cri.errors as err
 import cri.keeper.client as kc
+import cri.monitor
 import cri.sandbox
 import cri.store
 import fake_charlie
@@ -62,8 +63,8 @@ def events_of(q):
    "Return the (kind, object ID) of the events queued on q so far."
    out = []
    while not q.empty():
-      (kind, obj, _) = q.get_nowait()
-      out.append((kind, obj.id_))
+      ev = q.get_nowait()
+      out.append((ev.kind, ev.ctr_id or ev.pod_id))
    return out
 
 
@@ -251,7 +252,7 @@ def test_busy_keeper_not_killed(serve, keeper_proc, quick, monkeypatch):
    k = Fake_Keeper(pod.sock)
    k.full()
    gone = gone_count(store, monkeypatch)
-   q = store.events_subscribe(8)
+   q = store.events.subscribe(8)
    rt = s.runtime
    for (m, req) in (
          ("StopContainer", pb.StopContainerRequest(container_id=c.id_)),
@@ -334,13 +335,14 @@ def test_follow_busy_keeper_retried(root, keeper_proc, quick, monkeypatch):
       not taken for its death; so is a stream it closes while it lives.
       Once its PID is gone it is recorded dead, once."""
    store = cri.store.Store(os.path.join(root, "state"))
+   monitor = cri.monitor.Monitor(store)
    pod = pod_fake(store, keeper_proc.pid)
    gone = gone_count(store, monkeypatch)
    k = Fake_Keeper(pod.sock)
    k.full()
-   store.follow(pod)
+   monitor.follow(pod)
    assert gone == []
-   store.start()
+   monitor.start()
    try:
       k.serve(lambda req: b'{"ok": true, "containers": {}}\n'
                           if "events" in req else None)
@@ -358,7 +360,7 @@ def test_follow_busy_keeper_retried(root, keeper_proc, quick, monkeypatch):
       assert gone == [pod.id_]
       assert not pod.alive
    finally:
-      store.stop()
+      monitor.stop()
 
 
 def test_keeper_gone_once(root, keeper_proc, monkeypatch):
@@ -367,7 +369,7 @@ def test_keeper_gone_once(root, keeper_proc, monkeypatch):
    store = cri.store.Store(os.path.join(root, "state"))
    pod = pod_fake(store, keeper_proc.pid)
    c = ctr_fake(store, pod)
-   q = store.events_subscribe(8)
+   q = store.events.subscribe(8)
    both = threading.Barrier(2)
    real = c.status_reload
    def reload_together():
@@ -392,21 +394,23 @@ def test_follow_registers_in_monitor(root, keeper_proc):
    """Only the monitor thread touches its selector: follow() from another
       thread hands the stream over rather than registering it mid-select."""
    store = cri.store.Store(os.path.join(root, "state"))
-   store.sel = Watched_Selector()
-   store.sel.register(store.wake_r, selectors.EVENT_READ, None)
-   store.sel.threads = []
+   monitor = cri.monitor.Monitor(store)
+   monitor.sel = Watched_Selector()
+   monitor.sel.register(monitor.wake_r, selectors.EVENT_READ, None)
+   monitor.sel.threads = []
    pod = pod_fake(store, keeper_proc.pid)
    k = Fake_Keeper(pod.sock, backlog=8)
    k.serve(lambda req: b'{"ok": true, "containers": {}}\n'
                        if "events" in req else None)
-   store.start()
+   monitor.start()
    try:
       time.sleep(0.05)   # the monitor is in select() (not needed to fail)
-      store.follow(pod)
-      wait_until(lambda: len(store.sel.get_map()) == 2, "stream registered")
-      assert store.sel.threads == ["keeper-events"]
+      monitor.follow(pod)
+      wait_until(lambda: len(monitor.sel.get_map()) == 2,
+                 "stream registered")
+      assert monitor.sel.threads == ["keeper-events"]
    finally:
-      store.stop()
+      monitor.stop()
       k.close()
 
 

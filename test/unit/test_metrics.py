@@ -215,7 +215,7 @@ def test_state_collector_and_keeper_deaths(serve, root):
    s = serve()
    st = s.state_store
    metrics.keeper_deaths_watch(st)
-   st.start()   # follow keeper events, as the server does
+   s.monitor.start()   # follow keeper events, as the server does
    try:
       c = collected(st)
       assert c[("ch_cri_pods", (("state", "ready"),))] == 0
@@ -246,4 +246,4 @@ def test_state_collector_and_keeper_deaths(serve, root):
          s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
             pod_sandbox_id=i), timeout=RPC_TIMEOUT)
    finally:
-      st.stop()
+      s.monitor.stop()

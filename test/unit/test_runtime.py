@@ -127,15 +127,15 @@ def test_get_container_events_streaming(serve):
    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
    # An event published in the store reaches the subscriber.
    deadline = time.monotonic() + 5
-   while (not s.state_store.ev_queues and time.monotonic() < deadline):
+   while (not s.state_store.events.queues and time.monotonic() < deadline):
       time.sleep(0.01)
-   assert s.state_store.ev_queues
+   assert s.state_store.events.queues
    class Fake:
       id_ = "c" * 64
       pod_id = "p" * 64
       def pb_status(self):
          return pb.ContainerStatus(id=self.id_)
-   s.state_store.event_publish("deleted", Fake())
+   s.state_store.events.ctr_publish("deleted", Fake())
    ev = next(it)
    assert ev.container_id == "c" * 64
    assert ev.container_event_type \
@@ -206,7 +206,7 @@ def test_event_streams_capped(serve):
                                        timeout=RPC_TIMEOUT)
           for _ in range(cri.runtime.EVENT_STREAMS_MAX)]
    deadline = time.monotonic() + 10
-   while (len(s.state_store.ev_queues) < cri.runtime.EVENT_STREAMS_MAX
+   while (len(s.state_store.events.queues) < cri.runtime.EVENT_STREAMS_MAX
           and time.monotonic() < deadline):
       time.sleep(0.01)
    with pytest.raises(grpc.RpcError) as ei:
@@ -217,9 +217,9 @@ def test_event_streams_capped(serve):
       it.cancel()
    # Cancelled streams give their places back; the server still answers.
    deadline = time.monotonic() + 10
-   while (s.state_store.ev_queues and time.monotonic() < deadline):
+   while (s.state_store.events.queues and time.monotonic() < deadline):
       time.sleep(0.05)
-   assert not s.state_store.ev_queues
+   assert not s.state_store.events.queues
    assert call(s, "Version").runtime_api_version == "v1"
 
 
