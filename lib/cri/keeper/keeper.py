@@ -40,7 +40,7 @@ import traceback
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 import spawn  # noqa: E402
 from logio import (Log, exit_code_of, lo_up, mounted_p,  # noqa: E402
-                   oom_kills, path_in_root, run)
+                   oom_kills, path_in_root)
 from proc import (json_write_atomic, mntns_of, ns_kill,  # noqa: E402
                   proc_start)
 
@@ -48,6 +48,12 @@ from proc import (json_write_atomic, mntns_of, ns_kill,  # noqa: E402
 ## Constants ##
 
 READ_SIZE = 65536
+# Longest a start waits for ch-run to exec the command (seconds).
+START_EXEC_WAIT = 5
+# A reply a peer has not read yet may wait this long to go in one piece
+# (with descriptors), and this much may wait in all (an exec's output).
+SEND_WAIT = 5
+OUT_MAX = 64 * 2**20
 
 
 ## Globals ##
@@ -57,6 +63,7 @@ containers = dict()      # id -> Container
 subscribers = []         # event connections
 execs = []               # Exec in progress
 waiters = []             # (deadline, Conn, container id)
+starts = []              # Start in progress
 pod_init = None          # PID of the pod's init (PID namespace POD)
 held = []                # descriptors kept open for our lifetime (hold)
 userns = None            # (holder PID, fd) of the pod's user namespace
@@ -96,14 +103,17 @@ class Container:
 
 
 class Conn:
-   "A connection from ch-cri: a line buffer and a way to answer."
+   """A connection from ch-cri: a line buffer and a way to answer. Answers
+      never block the keeper: what the peer is not reading yet waits in
+      out, sent as the socket becomes writable (a stuck peer is dropped
+      past OUT_MAX)."""
 
    def __init__(self, sock):
       self.sock = sock
       self.buf = b""
+      self.out = bytearray()
       self.fds = []           # passed with the request being served
-      sock.setblocking(True)
-      sock.settimeout(5)
+      sock.setblocking(False)
 
    def close(self):
       try:
@@ -111,20 +121,60 @@ class Conn:
       except (KeyError, ValueError):
          pass
       self.sock.close()
+      self.out = bytearray()
       if (self in subscribers):
          subscribers.remove(self)
 
    def send(self, obj, fds=()):
+      """Queue obj for the peer, with descriptors fds (those go at once,
+         with the line's first bytes). Return False if the connection is
+         gone."""
       data = json.dumps(obj).encode() + b"\n"
       try:
          if (fds):
-            n = socket.send_fds(self.sock, [data], list(fds))
+            # In order after what is queued, and with the descriptors:
+            # a short blocking send (bounded), for these few bytes.
+            self.sock.settimeout(SEND_WAIT)
+            try:
+               self.sock.sendall(bytes(self.out))
+               self.out = bytearray()
+               n = socket.send_fds(self.sock, [data], list(fds))
+            finally:
+               self.sock.setblocking(False)
             data = data[n:]
-         self.sock.sendall(data)
+         self.out += data
+         self.flush()
          return True
       except OSError:
          self.close()
          return False
+
+   def flush(self):
+      "Send what the socket takes now; raise OSError if the peer is stuck."
+      while (self.out):
+         try:
+            n = self.sock.send(self.out)
+         except BlockingIOError:
+            break
+         del self.out[:n]
+      if (len(self.out) > OUT_MAX):
+         raise OSError("peer reads too slowly: %d bytes waiting"
+                       % len(self.out))
+      ev = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
+      try:
+         if (sel.get_key(self.sock).events != ev):
+            sel.modify(self.sock, ev, ("conn", self))
+      except (KeyError, ValueError):
+         pass
+
+   def flush_wait(self, limit):
+      "Send what is queued, blocking up to limit seconds (at our exit)."
+      try:
+         self.sock.settimeout(limit)
+         self.sock.sendall(bytes(self.out))
+      except OSError:
+         pass
+      self.out = bytearray()
 
 
 class Exec:
@@ -206,10 +256,25 @@ def op_hello(conn, req):
 
 
 def op_start(conn, req):
+   """Start a container: set up its root, log and stdio here, then spawn
+      it without waiting (see Start); the reply comes once ch-run has
+      exec'd the command (or failed)."""
    id_ = req["id"]
    if (id_ in containers and containers[id_].pid is not None):
       raise ValueError("container already started: %s" % id_)
+   if (any(st.c.id_ == id_ for st in starts)):
+      raise ValueError("container already starting: %s" % id_)
    c = containers[id_] = Container(id_, req["dir"])
+   try:
+      start_prepare(c, conn, req)
+   except BaseException:
+      start_undo(c)
+      raise
+   return None   # answered later
+
+
+def start_prepare(c, conn, req):
+   "op_start's set-up, up to spawn_begin(); raise on failure."
    c.stdin_once = bool(req.get("stdin_once"))
    c.memcg = req.get("memcg")
    c.user = req.get("user")
@@ -229,64 +294,130 @@ def op_start(conn, req):
                 req.get("mkpaths", []), conn.fds)
    fa = []
    closers = []
-   if (req.get("tty")):
-      (master, slave) = os.openpty()
-      fa += [(os.POSIX_SPAWN_DUP2, slave, 0), (os.POSIX_SPAWN_DUP2, slave, 1),
-             (os.POSIX_SPAWN_DUP2, slave, 2)]
-      closers.append(slave)
-      c.outs[master] = "stdout"
-      if (req.get("stdin")):
-         c.stdin_w = os.dup(master)
-   else:
-      if (req.get("stdin")):
-         (r, w) = os.pipe()
-         c.stdin_w = w   # held open so reads block, as with an attached stdin
-      else:
-         r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-      fa.append((os.POSIX_SPAWN_DUP2, r, 0))
-      closers.append(r)
-      for (n, stream) in ((1, "stdout"), (2, "stderr")):
-         (r, w) = os.pipe()
-         fa.append((os.POSIX_SPAWN_DUP2, w, n))
-         closers.append(w)
-         c.outs[r] = stream
-   argv = req["argv"]
-   pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
    try:
+      if (req.get("tty")):
+         (master, slave) = os.openpty()
+         c.outs[master] = "stdout"
+         fa += [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
+         closers.append(slave)
+         if (req.get("stdin")):
+            c.stdin_w = os.dup(master)
+      else:
+         if (req.get("stdin")):
+            (r, w) = os.pipe()
+            c.stdin_w = w   # held open so reads block, as with attach
+         else:
+            r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+         closers.append(r)
+         fa.append((os.POSIX_SPAWN_DUP2, r, 0))
+         for (n, stream) in ((1, "stdout"), (2, "stderr")):
+            (r, w) = os.pipe()
+            c.outs[r] = stream
+            closers.append(w)
+            fa.append((os.POSIX_SPAWN_DUP2, w, n))
+      pidns = pidns_of(req.get("pidns"), req.get("pidns_target"))
       # "host" rather than None: a child of our own, never setsid(1),
       # whose PID is ch-run's until ch-run execs the command.
-      pid = spawn.spawn(argv, req["env"], fa, bool(req.get("tty")),
-                            "host" if pidns is None else pidns,
-                            procs=c.procs,
-                            ops=premount_ops(c.merged, req), user=c.user)
+      (a, r) = spawn.spawn_begin(req["argv"], req["env"], fa,
+                                 bool(req.get("tty")),
+                                 "host" if pidns is None else pidns,
+                                 procs=c.procs,
+                                 ops=premount_ops(c.merged, req),
+                                 user=c.user)
    finally:
       for fd in closers:
          os.close(fd)
-   c.pidfd = os.pidfd_open(pid)
-   c.status = { "pid": pid, "pid_start": proc_start(pid),
-                "started_at": time.time_ns(), "pidns": pidns is not None }
-   for fd in c.outs:
-      os.set_blocking(fd, False)
-      sel.register(fd, selectors.EVENT_READ, ("out", c))
-   sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
-   # Wait (bounded) until ch-run has exec'd what it runs: its namespaces
-   # and root are then the container's for good (it makes more than one
-   # mount namespace on the way), so "signal all" and stats find the
-   # container's processes by mount namespace, and an exec joining it
-   # finds the container's root.
-   if (os.path.basename(argv[0]) == "ch-run"):
-      chrun = os.path.realpath(argv[0])
-      for _ in range(5000):
+   st = Start(conn, c, a, r, req["argv"][0], pidns is not None)
+   starts.append(st)
+   os.set_blocking(r, False)
+   sel.register(r, selectors.EVENT_READ, ("spawn", st))
+
+
+def start_undo(c):
+   """Forget container c whose start failed, closing what was opened for
+      it (its log, stdio pipes): a failed start must leak nothing."""
+   for fd in list(c.outs) + ([c.stdin_w] if c.stdin_w is not None else []):
+      try:
+         sel.unregister(fd)
+      except (KeyError, ValueError):
+         pass
+      os.close(fd)
+   c.outs = dict()
+   c.stdin_w = None
+   if (c.log):
+      c.log.close()
+   if (containers.get(c.id_) is c):
+      del containers[c.id_]
+
+
+class Start:
+   """A container start in progress. Its child reports on pipe r (its PID,
+      or an error) and closes it when ch-run runs; then, for ch-run, we
+      wait (bounded, polled by the event loop, never blocking it) until
+      ch-run has exec'd the command: its namespaces and root are then the
+      container's for good (ch-run makes more than one mount namespace on
+      the way), so "signal all" and stats find the container's processes
+      by mount namespace, and an exec joining it finds its root."""
+
+   def __init__(self, conn, c, a, r, cmd, pidns_p):
+      self.conn = conn
+      self.c = c
+      self.a = a
+      self.r = r
+      self.out = b""
+      self.pidns_p = pidns_p
+      self.chrun = (os.path.realpath(cmd)
+                    if os.path.basename(cmd) == "ch-run" else None)
+      self.deadline = None     # of the wait for ch-run's exec
+
+   def read(self):
+      try:
+         data = os.read(self.r, 4096)
+      except BlockingIOError:
+         return
+      except OSError:
+         data = b""
+      if (data):
+         self.out += data
+         return
+      sel.unregister(self.r)
+      os.close(self.r)
+      try:
+         pid = spawn.spawn_end(self.a, self.out)
+      except spawn.Spawn_Error as x:
+         starts.remove(self)
+         start_undo(self.c)
+         self.conn.send({ "ok": False, "error": "Spawn_Error: %s" % x })
+         return
+      c = self.c
+      c.pidfd = os.pidfd_open(pid)
+      c.status = { "pid": pid, "pid_start": proc_start(pid),
+                   "started_at": time.time_ns(), "pidns": self.pidns_p }
+      for fd in c.outs:
+         os.set_blocking(fd, False)
+         sel.register(fd, selectors.EVENT_READ, ("out", c))
+      sel.register(c.pidfd, selectors.EVENT_READ, ("exit", c))
+      self.deadline = time.monotonic() + START_EXEC_WAIT
+      self.poll()
+
+   def poll(self):
+      "Finish if ch-run has exec'd the command (or it is time to)."
+      if (self.deadline is None):
+         return
+      if (self.chrun is not None and time.monotonic() < self.deadline):
          try:
-            if (os.readlink("/proc/%d/exe" % pid) != chrun):
-               break
+            if (os.readlink("/proc/%d/exe" % self.c.pid) == self.chrun):
+               return
          except OSError:
-            break
-         time.sleep(0.001)
-   ns = mntns_of(pid)
-   c.status["mntns"] = ns
-   c.save()
-   return { "status": c.status }
+            pass
+      self.done()
+
+   def done(self):
+      c = self.c
+      starts.remove(self)
+      c.status["mntns"] = mntns_of(c.pid)
+      c.save()
+      self.conn.send({ "ok": True, "status": c.status })
 
 
 def premount_ops(merged, req):
@@ -547,14 +678,12 @@ def op_remove(conn, req):
       return {}
    if (c.pid is not None and not c.exited_p()):
       raise ValueError("container running: %s" % c.id_)
-   if (c.merged and mounted_p(c.merged)):
-      run(["umount", "--recursive", "--lazy", c.merged])
+   # Detached lazily (umount2 MNT_DETACH, no helper process): never
+   # waits, even for a filesystem that hangs.
    lower = os.path.join(os.path.dirname(c.merged or "/"), "lower")
-   if (c.merged and mounted_p(lower)):
-      run(["umount", "--recursive", "--lazy", lower])
-   for p in c.staged:
+   for p in ([c.merged, lower] if c.merged else []) + c.staged:
       if (mounted_p(p)):
-         run(["umount", "--recursive", "--lazy", p])
+         spawn.umount_detach(p)
    if (c.log):
       c.log.close()
    del containers[c.id_]
@@ -599,6 +728,8 @@ OPS = { "hello": op_hello, "start": op_start, "signal": op_signal,
 ## Event loop ##
 
 def on_exit(c):
+   for st in [st for st in starts if st.c is c]:
+      st.done()   # its start is answered before its exit is told
    (_, st) = os.waitpid(c.pid, 0)
    sel.unregister(c.pidfd)
    os.close(c.pidfd)
@@ -659,6 +790,8 @@ def drain(c, fd):
 def on_request(conn):
    try:
       (data, fds, _, _) = socket.recv_fds(conn.sock, READ_SIZE, 64)
+   except BlockingIOError:
+      return
    except OSError:
       (data, fds) = (b"", [])
    conn.fds += fds
@@ -694,6 +827,10 @@ def fds_close(conn):
 
 def strays_reap():
    "Reap orphans re-parented to us, not the children we wait for."
+   if (any(st.deadline is None for st in starts)):
+      # A start's children (A, then B before we know its PID) are ours
+      # to wait for: not now.
+      return
    known = { c.pid for c in containers.values() if not c.exited_p() }
    known.update(e.pid for e in execs)
    known.update(k.data[1][1] for k in sel.get_map().values()
@@ -711,6 +848,8 @@ def loop_once(timeout):
       if (deadline <= now):
          waiters.remove((deadline, conn, id_))
          conn.send({ "ok": True, "exited": False })
+   for st in list(starts):
+      st.poll()
    for e in execs:
       if (e.deadline is not None and e.deadline <= now and not e.timed_out):
          e.timed_out = True
@@ -718,27 +857,34 @@ def loop_once(timeout):
             os.killpg(e.pid, signal.SIGKILL)
          except OSError:
             pass
-   for (key, _) in sel.select(timeout):
+   for (key, mask) in sel.select(timeout):
       # An earlier handler of this batch may have closed (and even reused)
       # this descriptor: handle only keys still registered as they were.
       if (sel.get_map().get(key.fd) is not key):
          continue
       try:
-         event(key)
+         event(key, mask)
       except Exception:
          # One bad event must not take the pod down with the keeper.
          traceback.print_exc()
          sys.stderr.flush()
 
 
-def event(key):
+def event(key, mask=selectors.EVENT_READ):
    (kind, obj) = key.data
    if (kind == "listen"):
       (s, _) = key.fileobj.accept()
       conn = Conn(s)
       sel.register(s, selectors.EVENT_READ, ("conn", conn))
    elif (kind == "conn"):
-      on_request(obj)
+      if (mask & selectors.EVENT_WRITE):
+         try:
+            obj.flush()
+         except OSError:
+            obj.close()
+            return
+      if (mask & selectors.EVENT_READ):
+         on_request(obj)
    elif (kind == "out"):
       drain(obj, key.fd)
    elif (kind == "exit"):
@@ -747,6 +893,8 @@ def event(key):
       obj.read(key.fd)
    elif (kind == "exec-exit"):
       obj.finish()
+   elif (kind == "spawn"):
+      obj.read()
    elif (kind == "stream-exit"):
       (conn, pid, pidfd) = obj
       sel.unregister(pidfd)
@@ -819,8 +967,10 @@ def main():
             if (c.log):
                c.log.close()
          shutdown[1].send({ "ok": True, "running": running_p() })
+         shutdown[1].flush_wait(SEND_WAIT)
          break
-      loop_once(0.5 if (waiters or execs or shutdown) else 5)
+      loop_once(0.002 if any(st.deadline for st in starts)
+                else 0.5 if (waiters or execs or shutdown) else 5)
    try:
       os.unlink(sock_path)
    except OSError:

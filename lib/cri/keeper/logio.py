@@ -67,16 +67,6 @@ def path_in_root(root, path):
    return os.path.join(root, *out)
 
 
-def run(argv):
-   "Run a helper command (mount, umount) and wait; raise on failure."
-   pid = os.posix_spawnp(argv[0], argv, {"PATH": "/usr/bin:/bin:/usr/sbin:"
-                                                 "/sbin", "LANG": "C"})
-   (_, st) = os.waitpid(pid, 0)
-   if (os.waitstatus_to_exitcode(st) != 0):
-      raise OSError("%s failed (%d)" % (" ".join(argv[:4]),
-                                        os.waitstatus_to_exitcode(st)))
-
-
 def exit_code_of(status):
    c = os.waitstatus_to_exitcode(status)
    return (128 - c, -c) if c < 0 else (c, 0)

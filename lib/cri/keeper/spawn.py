@@ -41,6 +41,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 1 << 14
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 MS_SLAVE = 1 << 19
 # Mount propagation by CRI name (cri.spec.PROPAGATION), applied recursively.
 PROPAGATION = { "private": MS_PRIVATE, "slave": MS_SLAVE }
@@ -95,6 +96,14 @@ def mount(src, dst, fstype, flags, data):
                 data.encode() if data is not None else None)
    except OSError as x:
       raise OSError(x.errno, "mount %s: %s" % (dst, os.strerror(x.errno)))
+
+
+def umount_detach(path):
+   "Detach the mount at path and those below it (lazily); raise OSError."
+   try:
+      libc_call("umount2", path.encode(), MNT_DETACH)
+   except OSError as x:
+      raise OSError(x.errno, "umount %s: %s" % (path, os.strerror(x.errno)))
 
 
 def bind_ro(path):
@@ -486,6 +495,20 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       except OSError as x:
          raise Spawn_Error("%s: %s" % (argv[0], x.strerror))
       return pid
+   (a, r) = spawn_begin(argv, env, fa, tty, pidns, proc_p, procs, ops,
+                        user, cgns_pid)
+   with os.fdopen(r, "rb") as fp:
+      out = fp.read(4096)     # until B execs (close-on-exec) or dies
+   return spawn_end(a, out)
+
+
+def spawn_begin(argv, env, fa, tty, pidns, proc_p=True, procs=(), ops=(),
+                user=None, cgns_pid=None):
+   """Start what spawn() starts (pidns not None), without waiting for it:
+      return (A's PID, a pipe to read until end of file), then call
+      spawn_end() with what was read. A keeper must never wait for a
+      child's set-up (mounts, cgroups) in its one thread: a hung one would
+      stall the whole pod."""
    (r, w) = os.pipe()
    a = os.fork()
    if (a == 0):
@@ -493,9 +516,13 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
       child_a(w, argv, env, fa, tty, None if pidns == "new" else pidns,
               proc_p, procs, ops, user, cgns_pid)
    os.close(w)
-   out = b""
-   with os.fdopen(r, "rb") as fp:
-      out = fp.read(4096)     # until B execs (close-on-exec) or dies
+   return (a, r)
+
+
+def spawn_end(a, out):
+   """Return the PID that spawn_begin() started, from out (all that its
+      pipe gave); raise Spawn_Error. A has written its report and exits at
+      once, so waiting for it is short."""
    os.waitpid(a, 0)
    info = dict(l.split(b" ", 1) for l in out.splitlines() if b" " in l)
    if (b"pid" not in info):

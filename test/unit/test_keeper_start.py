@@ -1,0 +1,66 @@
+# A real keeper's container starts: one that fails leaves nothing open in
+# the keeper (log, stdio pipes), and the container can be started again.
+
+import os
+import time
+
+import pytest
+
+import cri.keeper.client as kc
+import fsutil
+
+from cri_api.v1 import api_pb2 as pb
+
+from conftest import RPC_TIMEOUT
+
+
+## Helpers ##
+
+def fds_of(pid):
+   "Return what pid's descriptors point at (sockets by kind only)."
+   out = []
+   for n in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+      try:
+         t = os.readlink("/proc/%d/fd/%s" % (pid, n))
+      except OSError:
+         continue
+      out.append(t.split(":")[0] if t.startswith("socket:") else t)
+   return sorted(out)
+
+
+## Tests ##
+
+def test_failed_start_leaks_nothing(serve, root):
+   s = serve()
+   req = pb.RunPodSandboxRequest()
+   (req.config.metadata.name, req.config.metadata.namespace,
+    req.config.metadata.uid) = ("p", "default", "u")
+   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   pod = s.pods.get(pod_id)
+   client = kc.Keeper_Client(pod.sock)
+   d = fsutil.mkdirs(os.path.join(root, "ctr"))
+   rootfs = { k: fsutil.mkdirs(os.path.join(d, k))
+              for k in ("lower", "upper", "work", "merged") }
+   logs = fsutil.mkdirs(os.path.join(root, "logs"))
+   # ch-cri's event stream from the keeper comes up on its own thread.
+   deadline = time.monotonic() + 10
+   while (fds_of(pod.keeper_pid).count("socket") < 2
+          and time.monotonic() < deadline):
+      time.sleep(0.01)
+   before = fds_of(pod.keeper_pid)
+   for i in range(5):
+      with pytest.raises(kc.Keeper_Error) as ei:
+         client.start("c1", d, ["/nonexistent/ch-run", "x"],
+                      {"PATH": "/bin"}, rootfs=rootfs,
+                      log=os.path.join(logs, "c1.log"), log_dir=logs,
+                      stdin=bool(i % 2), tty=i == 4)
+      assert "/nonexistent/ch-run" in str(ei.value)
+   assert fds_of(pod.keeper_pid) == before
+   assert "c1" not in client.hello()["containers"]
+   # The same ID starts for real afterwards.
+   res = client.start("c1", d, ["sleep", "30"], {"PATH": "/bin:/usr/bin"},
+                      rootfs=rootfs, log=os.path.join(logs, "c1.log"),
+                      log_dir=logs)
+   assert res["status"]["pid"] > 0
+   client.signal("c1", 9, all_=True)
+   assert client.wait("c1", 10)["exited"]
