@@ -77,6 +77,7 @@ class Container:
       self.status = dict()
       self.resources = None
       self.cg_key = None       # its cgroup's key, once known to exist
+      self.short = None        # (state, pb.Container), see pb_short
       self.op_lock = threading.Lock()
 
    @classmethod
@@ -112,14 +113,20 @@ class Container:
       return pb.ContainerState.CONTAINER_CREATED
 
    def pb_short(self):
-      return pb.Container(id=self.id_, pod_sandbox_id=self.pod_id,
-                          metadata=self.config.metadata,
-                          image=self.config.image,
-                          image_ref="sha256:" + self.image_id,
-                          image_id="sha256:" + self.image_id,
-                          state=self.state, created_at=self.created_at,
-                          labels=self.config.labels,
-                          annotations=self.config.annotations)
+      """Return the pb.Container that ListContainers answers with, kept
+         until the container's state changes (all else is fixed at
+         creation, and the kubelet asks about twice a second)."""
+      state = self.state
+      short = self.short
+      if (short is None or short[0] != state):
+         short = self.short = (state, pb.Container(
+            id=self.id_, pod_sandbox_id=self.pod_id,
+            metadata=self.config.metadata, image=self.config.image,
+            image_ref="sha256:" + self.image_id,
+            image_id="sha256:" + self.image_id, state=state,
+            created_at=self.created_at, labels=self.config.labels,
+            annotations=self.config.annotations))
+      return short[1]
 
    def pb_status(self):
       s = self.status
@@ -152,6 +159,7 @@ class Containers:
       self.pods = pods
       self.images = images
       self.cg = cg             # cgroups.Cgroups, or None: not enforced
+      self.list_cache = None   # (key, response), see list_response
 
    def get(self, id_, field="container_id"):
       """Return the container id_ names (full ID or unique prefix); raise
@@ -444,6 +452,21 @@ class Containers:
 
    def list(self, f):
       return [c.pb_short() for c in self.matching(f)]
+
+   def list_response(self, f):
+      """Return ListContainers' answer for filter f. Unfiltered (the
+         kubelet's, about twice a second), the last answer is given again
+         while no container came, went or changed state."""
+      if (f is not None and f != pb.ContainerFilter()):
+         return pb.ListContainersResponse(containers=self.list(f))
+      with self.store.lock:
+         ctrs = list(self.store.containers.values())
+      key = tuple((c.id_, c.state) for c in ctrs)
+      cached = self.list_cache
+      if (cached is None or cached[0] != key):
+         cached = self.list_cache = (key, pb.ListContainersResponse(
+            containers=[c.pb_short() for c in ctrs]))
+      return cached[1]
 
    def exec_sync(self, id_, cmd, timeout):
       c = self.get(id_)

@@ -133,7 +133,7 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    @err.rpc
    def ListPodSandbox(self, request, context):
       f = request.filter if request.HasField("filter") else None
-      return pb.ListPodSandboxResponse(items=self.pods.list(f))
+      return self.pods.list_response(f)
 
    ## Containers ##
 
@@ -160,7 +160,7 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    @err.rpc
    def ListContainers(self, request, context):
       f = request.filter if request.HasField("filter") else None
-      return pb.ListContainersResponse(containers=self.ctrs.list(f))
+      return self.ctrs.list_response(f)
 
    @err.rpc
    def ContainerStatus(self, request, context):

@@ -213,6 +213,7 @@ class Pod:
       self.alive = False
       self.net = None          # what CNI ADD returned (network.json)
       self.userns_proc = None  # (pid, start) holding its user namespace
+      self.short = None        # (state, pb.PodSandbox), see pb_short
 
    @classmethod
    def load(class_, store, id_):
@@ -281,12 +282,17 @@ class Pod:
                                        % (self.id_, x.strerror))
 
    def pb_short(self):
-      "Return the pb.PodSandbox that ListPodSandbox answers with."
-      return pb.PodSandbox(id=self.id_, metadata=self.config.metadata,
-                           state=self.state, created_at=self.created_at,
-                           labels=self.config.labels,
-                           annotations=self.config.annotations,
-                           runtime_handler=self.handler)
+      """Return the pb.PodSandbox that ListPodSandbox answers with, kept
+         until the pod's state changes."""
+      state = self.state
+      short = self.short
+      if (short is None or short[0] != state):
+         short = self.short = (state, pb.PodSandbox(
+            id=self.id_, metadata=self.config.metadata, state=state,
+            created_at=self.created_at, labels=self.config.labels,
+            annotations=self.config.annotations,
+            runtime_handler=self.handler))
+      return short[1]
 
    def pb_status(self):
       s = pb.PodSandboxStatus(id=self.id_, metadata=self.config.metadata,
@@ -320,6 +326,7 @@ class Pods:
       self.ch = ch
       self.python = python
       self.net = net           # cni.Network, or None: loopback only
+      self.list_cache = None   # (key, response), see list_response
 
    def get(self, id_, field="pod_sandbox_id"):
       """Return the pod id_ names (a full ID or a unique prefix); raise
@@ -611,6 +618,20 @@ class Pods:
 
    def list(self, f):
       return [p.pb_short() for p in self.matching(f)]
+
+   def list_response(self, f):
+      """Return ListPodSandbox's answer for filter f; unfiltered, the last
+         one again while no pod came, went or changed state."""
+      if (f is not None and f != pb.PodSandboxFilter()):
+         return pb.ListPodSandboxResponse(items=self.list(f))
+      with self.store.lock:
+         pods = list(self.store.pods.values())
+      key = tuple((p.id_, p.state) for p in pods)
+      cached = self.list_cache
+      if (cached is None or cached[0] != key):
+         cached = self.list_cache = (key, pb.ListPodSandboxResponse(
+            items=[p.pb_short() for p in pods]))
+      return cached[1]
 
    def status_info(self, pod):
       "Return the verbose info of PodSandboxStatus."
