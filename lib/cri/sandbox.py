@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import threading
 import time
 
@@ -143,6 +144,32 @@ def userns_maps():
       return None
    # 4294967295 IDs from 0: all but (uid_t) -1, which is never an ID.
    return { "uid_map": "0 0 4294967295\n", "gid_map": "0 0 4294967295\n" }
+
+
+def keeper_kill(pod_dir):
+   """SIGKILL the session of each process running keeper.py for pod_dir
+      (found by its command line: a keeper that has not said its PID);
+      return how many there were."""
+   ct = 0
+   for name in os.listdir("/proc"):
+      if (not name.isdigit()):
+         continue
+      try:
+         with open("/proc/%s/cmdline" % name, "rb") as fp:
+            argv = fp.read().split(b"\0")[:-1]
+      except OSError:
+         continue
+      if (len(argv) >= 2 and argv[-1] == pod_dir.encode()
+          and argv[-2].endswith(b"keeper.py")):
+         try:
+            os.killpg(int(name), signal.SIGKILL)   # a session leader
+         except OSError:
+            try:
+               os.kill(int(name), signal.SIGKILL)
+            except OSError:
+               continue
+         ct += 1
+   return ct
 
 
 def userns_check(ns):
@@ -482,8 +509,12 @@ class Pods:
          if (time.monotonic() > deadline):
             with open(klog, errors="replace") as fp:
                why = misc.stderr_tail(fp.read()) or "no output"
-            raise err.Internal("pod keeper did not start in %ds: %s"
-                               % (KEEPER_START_TIMEOUT, why))
+            # It may yet come up, with nobody to stop it: stop it now.
+            n = keeper_kill(pod.dir_)
+            raise err.Internal("pod keeper did not start in %ds (%d "
+                               "process%s killed): %s"
+                               % (KEEPER_START_TIMEOUT, n,
+                                  "" if n == 1 else "es", why))
          time.sleep(0.005)
       if (not host_net and self.net is not None and self.net.ready):
          self.network_add(pod)

@@ -1,12 +1,15 @@
-# A real keeper's container starts: one that fails leaves nothing open in
-# the keeper (log, stdio pipes), and the container can be started again.
+# Starts that fail, against real keepers: a container start that fails
+# leaves nothing open in the keeper (log, stdio pipes) and can be tried
+# again; a pod whose keeper never comes up leaves no keeper behind.
 
 import os
 import time
 
+import grpc
 import pytest
 
 import cri.keeper.client as kc
+import cri.sandbox
 import fsutil
 
 from cri_api.v1 import api_pb2 as pb
@@ -64,3 +67,44 @@ def test_failed_start_leaks_nothing(serve, root):
    assert res["status"]["pid"] > 0
    client.signal("c1", 9, all_=True)
    assert client.wait("c1", 10)["exited"]
+
+
+def test_pod_start_timeout_leaves_no_keeper(serve, root, monkeypatch):
+   """A keeper that never says it is ready: RunPodSandbox fails, and the
+      process is gone, not left to come up with nobody to stop it."""
+   s = serve()
+   hang = os.path.join(root, "hang-python")
+   with open(hang, "w") as fp:
+      fp.write("#!/bin/sh\nsleep 600\n")   # no exec: keeps its argv
+   os.chmod(hang, 0o755)
+   monkeypatch.setattr(s.pods, "python", hang)
+   monkeypatch.setattr(cri.sandbox, "KEEPER_START_TIMEOUT", 1)
+   req = pb.RunPodSandboxRequest()
+   (req.config.metadata.name, req.config.metadata.namespace,
+    req.config.metadata.uid) = ("hung", "default", "u")
+   with pytest.raises(grpc.RpcError) as ei:
+      s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT)
+   assert ei.value.code() == grpc.StatusCode.INTERNAL
+   assert "did not start in 1s (1 process killed)" in ei.value.details()
+   deadline = time.monotonic() + 5
+   while (time.monotonic() < deadline and keepers_hung(hang)):
+      time.sleep(0.05)
+   assert not keepers_hung(hang)
+   assert not s.runtime.ListPodSandbox(pb.ListPodSandboxRequest(),
+                                       timeout=RPC_TIMEOUT).items
+
+
+def keepers_hung(hang):
+   "Return the PIDs of live (not zombie) processes running hang."
+   out = []
+   for name in os.listdir("/proc"):
+      try:
+         with open("/proc/%s/cmdline" % name, "rb") as fp:
+            argv = fp.read()
+         with open("/proc/%s/stat" % name) as fp:
+            state = fp.read().rsplit(")", 1)[1].split()[0]
+      except (OSError, IndexError):
+         continue
+      if (hang.encode() in argv and state != "Z"):
+         out.append(int(name))
+   return out
