@@ -55,52 +55,91 @@ class Start_Error(Exception):
 
 ## Functions ##
 
-def serve(cfg, version, python, init):
-   """Run the server with settings cfg until a signal asks it to stop.
-      init is ch-cri-init's path."""
-   ch = charlie.Charliecloud(cfg["storage_dir"], cfg["state_dir"],
-                             python=python)
-   try:
-      ch.check()
-      fsutil.mkdirs(cfg["state_dir"])
-      ch.storage_init()
-   except (charlie.Charliecloud_Error, OSError) as x:
-      raise Start_Error(str(x))
-   log.info("Charliecloud: ch-run %s, ch-image %s, storage %s",
-            ch.version, ch.image_version, ch.storage)
-   missing = [k for (k, v) in ch.run_features.items() if not v]
-   if (missing):
-      log.warning("ch-run lacks options: %s", ", ".join(missing))
-   store = cri.images.Image_Store(ch, cri.config.Registries(cfg["registry"]),
-                                  cfg["state_dir"], cfg["pinned_images"])
-   store.load()
-   state = cri.store.Store(cfg["state_dir"])
-   monitor = cri.monitor.Monitor(state)
-   for pod in state.load(cri.sandbox.Pod, cri.container.Container):
-      monitor.follow(pod)
-   monitor.start()
+def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
+   """Assemble ch-cri from settings cfg, short of gRPC: the adapter (ch, or
+      the real one, checked), image and state stores, the keeper-event
+      monitor (following the live keepers), network, cgroups (cg, or the
+      host's), pods, containers, the streaming server and, if configured,
+      the metrics exporter, the last three started. Return a Parts; raise
+      Start_Error. info replaces what verbose Status says of the setup."""
+   if (ch is None):
+      ch = charlie.Charliecloud(cfg["storage_dir"], cfg["state_dir"],
+                                python=python)
+      try:
+         ch.check()
+         fsutil.mkdirs(cfg["state_dir"])
+         ch.storage_init()
+      except (charlie.Charliecloud_Error, OSError) as x:
+         raise Start_Error(str(x))
+      log.info("Charliecloud: ch-run %s, ch-image %s, storage %s",
+               ch.version, ch.image_version, ch.storage)
+      missing = [k for (k, v) in ch.run_features.items() if not v]
+      if (missing):
+         log.warning("ch-run lacks options: %s", ", ".join(missing))
+   p = Parts()
+   p.ch = ch
+   p.images = cri.images.Image_Store(
+      ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],
+      cfg["pinned_images"])
+   p.images.load()
+   p.state = cri.store.Store(cfg["state_dir"])
+   p.monitor = cri.monitor.Monitor(p.state)
+   for pod in p.state.load(cri.sandbox.Pod, cri.container.Container):
+      p.monitor.follow(pod)
+   p.monitor.start()
    nc = cfg["network"]
    if (os.geteuid() == 0):
-      net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
-                            cfg["state_dir"], nc["subnet"], nc["bridge"])
+      p.net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
+                              cfg["state_dir"], nc["subnet"], nc["bridge"])
    else:
-      net = cri.slirp.Slirp(nc["slirp4netns"], cfg["state_dir"])
-   if (net.ready):
-      log.info("pod network: %s from %s", net.conf["name"], net.source)
+      p.net = cri.slirp.Slirp(nc["slirp4netns"], cfg["state_dir"])
+   if (p.net.ready):
+      log.info("pod network: %s from %s", p.net.conf["name"], p.net.source)
    else:
       log.warning("no pod network: %s; pods not on the host network get "
-                  "loopback only", net.reason)
-   cg = cri.cgroups.Cgroups(driver=cfg["cgroup_driver"])
-   if (not cg.usable):
-      log.warning("container resources not enforced: %s", cg.reason)
+                  "loopback only", p.net.reason)
+   p.cg = cg or cri.cgroups.Cgroups(driver=cfg["cgroup_driver"])
+   if (not p.cg.usable):
+      log.warning("container resources not enforced: %s", p.cg.reason)
    else:
-      n = cg.sweep(set(state.pods) | set(state.containers))
+      n = p.cg.sweep(set(p.state.pods) | set(p.state.containers))
       if (n):
          log.info("removed %d empty cgroups of pods and containers gone", n)
-   pods = cri.sandbox.Pods(state, monitor, ch, python, net, init, cg)
-   ctrs = cri.container.Containers(state, ch, pods, store, cg, init)
-   store.in_use = ctrs.image_user
-   info = { "version": version,
+   p.pods = cri.sandbox.Pods(p.state, p.monitor, ch, python, p.net, init,
+                             p.cg)
+   p.ctrs = cri.container.Containers(p.state, ch, p.pods, p.images, p.cg,
+                                     init)
+   p.images.in_use = p.ctrs.image_user
+   if (info is None):
+      info = info_of(cfg, version, ch, p.net, p.cg, init)
+   p.interceptors = [cri.errors.Request_Decoder()]
+   if (cfg.get("metrics")):
+      try:
+         p.exporter = cri.metrics.Exporter(
+            cri.config.metrics_parse(cfg["metrics"]), p.state)
+      except OSError as x:
+         raise Start_Error("metrics on %s: %s" % (cfg["metrics"], x))
+      p.interceptors.insert(0, p.exporter.interceptor)   # see Rpc_Metrics
+   sc = cfg["streaming"]
+   p.streams = cri.stream.server.Stream_Server(
+      cri.stream.backend.Keeper_Backend(ch, p.ctrs, p.pods), sc["address"],
+      sc["port"], sc["token_ttl"], sc["idle_timeout"],
+      allow_remote=sc.get("allow_remote", False))
+   try:
+      p.streams.start()
+   except (OSError, ValueError) as x:
+      raise Start_Error("streaming server: %s" % x)
+   p.stats = cri.stats.Stats(p.state, p.pods, p.ctrs, p.cg)
+   p.runtime = cri.runtime.Runtime_Servicer(
+      version, cfg["cgroup_driver"], info, p.pods, p.ctrs, p.stats,
+      p.streams, p.net)
+   p.image = cri.images.Image_Servicer(p.images)
+   return p
+
+
+def info_of(cfg, version, ch, net, cg, init):
+   "Return what verbose Status says of how ch-cri is set up."
+   return { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
                               "ch_image": ch.ch_image,
                               "ch_image_version": ch.image_version,
@@ -117,38 +156,20 @@ def serve(cfg, version, python, init):
                          "delegated": cg.delegated },
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
-   icepts = [cri.errors.Request_Decoder()]
-   exporter = None
-   if (cfg.get("metrics")):
-      try:
-         exporter = cri.metrics.Exporter(
-            cri.config.metrics_parse(cfg["metrics"]), state)
-      except OSError as x:
-         raise Start_Error("metrics on %s: %s" % (cfg["metrics"], x))
-      icepts.insert(0, exporter.interceptor)   # see Rpc_Metrics
+
+
+def serve(cfg, version, python, init):
+   """Run the server with settings cfg until a signal asks it to stop.
+      init is ch-cri-init's path."""
+   p = build(cfg, version, python, init)
    server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS,
                                             thread_name_prefix="rpc"),
-      interceptors=icepts,
+      interceptors=p.interceptors,
       options=[("grpc.max_receive_message_length", MSG_MAX),
                ("grpc.max_send_message_length", MSG_MAX)])
-   sc = cfg["streaming"]
-   streams = cri.stream.server.Stream_Server(
-      cri.stream.backend.Keeper_Backend(ch, ctrs, pods), sc["address"],
-      sc["port"], sc["token_ttl"], sc["idle_timeout"],
-      allow_remote=sc.get("allow_remote", False))
-   try:
-      streams.start()
-   except (OSError, ValueError) as x:
-      raise Start_Error("streaming server: %s" % x)
-   pb_grpc.add_RuntimeServiceServicer_to_server(
-      cri.runtime.Runtime_Servicer(version, cfg["cgroup_driver"], info,
-                                   pods, ctrs,
-                                   cri.stats.Stats(state, pods, ctrs, cg),
-                                   streams, net),
-      server)
-   pb_grpc.add_ImageServiceServicer_to_server(
-      cri.images.Image_Servicer(store), server)
+   pb_grpc.add_RuntimeServiceServicer_to_server(p.runtime, server)
+   pb_grpc.add_ImageServiceServicer_to_server(p.image, server)
    sock = cfg["socket"]
    socket_listen(server, sock, cfg["socket_mode"], cfg["socket_group"])
    server.start()
@@ -162,10 +183,7 @@ def serve(cfg, version, python, init):
    while not stop.wait(3600):
       pass
    server.stop(GRACE).wait()
-   streams.stop()
-   if (exporter is not None):
-      exporter.stop()
-   monitor.stop()
+   p.stop()
    try:
       os.unlink(sock)
    except OSError:
@@ -231,3 +249,22 @@ def socket_prepare(path):
       s.close()
    log.info("removing stale socket: %s", path)
    os.unlink(path)
+
+
+## Classes ##
+
+class Parts:
+   """ch-cri assembled (see build()): ch, images (Image_Store), state
+      (Store), monitor, net, cg, pods, ctrs, stats, streams, exporter (or
+      None), the servicers runtime and image, and the gRPC interceptors
+      they want."""
+
+   def __init__(self):
+      self.exporter = None
+
+   def stop(self):
+      "Stop what build() started."
+      self.streams.stop()
+      if (self.exporter is not None):
+         self.exporter.stop()
+      self.monitor.stop()

@@ -17,15 +17,9 @@ sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..", "..", "lib")))
 sys.path.insert(0, HERE)
 
 import grpc  # noqa: E402
+import cri.cgroups  # noqa: E402
 import cri.config  # noqa: E402
-import cri.images  # noqa: E402
-import cri.container
-import cri.monitor
-import cri.errors
-import cri.runtime
-import cri.sandbox
-import cri.stats
-import cri.store  # noqa: E402
+import cri.server  # noqa: E402
 import fake_charlie  # noqa: E402
 import fsutil  # noqa: E402
 
@@ -71,30 +65,34 @@ class Served:
       self.storage = os.path.join(root, "storage")
       self.state = fsutil.mkdirs(os.path.join(root, "state"))
       self.ch = ch or fake_charlie.Fake_Charlie(self.storage, registry)
-      self.store = cri.images.Image_Store(
-         self.ch, cri.config.Registries(table or {}), self.state, pinned)
-      self.store.load()
+      cfg = cri.config.defaults()
+      cfg.update(state_dir=self.state, storage_dir=self.storage,
+                 registry=table or {}, pinned_images=list(pinned),
+                 cgroup_driver=cgroup_driver, config=None)
+      # No pod network (loopback only) and no cgroups: CNI and cgroup
+      # directories that do not exist, so the host's stay untouched.
+      cfg["network"].update(cni_conf_dir=os.path.join(root, "cni-none"),
+                            cni_bin_dirs=[os.path.join(root, "cni-none")])
+      cg = cri.cgroups.Cgroups(root=os.path.join(root, "cgroup-none"),
+                               driver=cgroup_driver)
+      # Pods and containers over real state and real keepers; the fake
+      # adapter's containers are sleepers (see fake_charlie).
+      self.parts = cri.server.build(cfg, RUNTIME_VERSION, sys.executable,
+                                    ch=self.ch, cg=cg,
+                                    info={ "unit": True, "root": root })
+      self.store = self.parts.images
+      self.state_store = self.parts.state
+      self.monitor = self.parts.monitor
+      self.pods = self.parts.pods
+      self.ctrs = self.parts.ctrs
       self.calls = Call_Counter()
       self.server = grpc.server(
          concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS),
-         interceptors=[self.calls, cri.errors.Request_Decoder()])
-      # Pods and containers over real state and real keepers; the fake
-      # adapter's containers are sleepers (see fake_charlie).
-      self.state_store = cri.store.Store(self.state)
-      self.monitor = cri.monitor.Monitor(self.state_store)
-      self.pods = cri.sandbox.Pods(self.state_store, self.monitor, self.ch,
-                                   sys.executable)
-      self.ctrs = cri.container.Containers(self.state_store, self.ch,
-                                           self.pods, self.store)
-      pb_grpc.add_RuntimeServiceServicer_to_server(
-         cri.runtime.Runtime_Servicer(RUNTIME_VERSION, cgroup_driver,
-                                      { "unit": True, "root": root },
-                                      self.pods, self.ctrs,
-                                      cri.stats.Stats(self.state_store,
-                                                      self.pods, self.ctrs)),
-         self.server)
-      pb_grpc.add_ImageServiceServicer_to_server(
-         cri.images.Image_Servicer(self.store), self.server)
+         interceptors=[self.calls] + self.parts.interceptors)
+      pb_grpc.add_RuntimeServiceServicer_to_server(self.parts.runtime,
+                                                   self.server)
+      pb_grpc.add_ImageServiceServicer_to_server(self.parts.image,
+                                                 self.server)
       self.socket = os.path.join(root, "cri-%d.sock" % n)
       assert self.server.add_insecure_port("unix://" + self.socket) != 0
       self.server.start()
@@ -107,6 +105,7 @@ class Served:
       # Server first: closing a channel to a live server takes 0.2 s.
       self.server.stop(None).wait()
       self.channel.close()
+      self.parts.stop()
 
 
 ## Fixtures ##

@@ -215,7 +215,6 @@ def test_state_collector_and_keeper_deaths(serve, root):
    s = serve()
    st = s.state_store
    metrics.keeper_deaths_watch(st)
-   s.monitor.start()   # follow keeper events, as the server does
    try:
       c = collected(st)
       assert c[("ch_cri_pods", (("state", "ready"),))] == 0
