@@ -18,6 +18,27 @@ crictl_ () {
              --image-endpoint "unix://${sock}" "$@" 2> >(grep -v 'level=warn' 1>&2)
 }
 
+# crictl against the server at $sock, which each bats file's setup sets
+# (70_kubelet, with servers of its own, has its own crictl).
+crictl () {
+   crictl_ "$sock" "$@"
+}
+
+# Print the shell files git tracks under $top: *.bash and *.sh, and any
+# other whose first line is a sh or bash #! (bats files are left to bats).
+shell_files () {
+   local f line
+   git -C "$top" ls-files -z | while IFS= read -r -d '' f; do
+      [[ -f ${top}/${f} ]] || continue
+      case $f in
+         *.bats) continue ;;
+         *.bash|*.sh) echo "$f"; continue ;;
+      esac
+      IFS= read -r line < "${top}/${f}" 2>/dev/null || continue
+      [[ $line =~ ^\#!.*[/\ ](ba)?sh([[:space:]]|$) ]] && echo "$f"
+   done
+}
+
 # Start a ch-cri whose files live in directory $1 (socket $1/ch-cri.sock,
 # state $1/state, storage $1/storage, log $1/log, pid $1/pid), optionally as
 # user $2, with the test config $CH_CRI_TEST_CONFIG if set. Extra ch-cri

@@ -8,10 +8,6 @@ setup () {
    live_server_or_skip
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 @test 'crictl version' {
    run crictl version
    echo "$output"

@@ -16,10 +16,6 @@ teardown () {
    server_stop "$d" KILL || true
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 img=registry.k8s.io/e2e-test-images/nginx:1.14-2
 
 @test 'SIGKILL during pulls: restart serves, storage not corrupt' {

@@ -15,10 +15,6 @@ teardown () {
    work_remove pods
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 pod_json () {  # name [hostNetwork]
    local net=0   # NamespaceMode: 0 POD, 2 NODE
    [[ -n ${2:-} ]] && net=2

@@ -22,10 +22,6 @@ teardown () {
    work_remove net
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 root_server_or_skip () {
    if [[ -n ${CH_CRI_TEST_SERVER_USER:-} ]]; then
       skip "pod networks need a root ch-cri"

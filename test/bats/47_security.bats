@@ -23,10 +23,6 @@ teardown () {
    fi
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 # Write the pod config for pod $1 with PID namespace mode $2 (0 POD,
 # 1 CONTAINER, 2 NODE) to $work/$1.json and start it; print its ID.
 pod_run () {

@@ -22,10 +22,6 @@ teardown () {
    server_stop "$d" KILL || true
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 pod_json () {
    printf '{"metadata": {"name": "%s", "namespace": "dur", "uid": "%s"}, "log_directory": "%s/logs/%s", "linux": {}}\n' \
           "$1" "$1" "$d" "$1"

@@ -30,10 +30,6 @@ teardown () {
    done
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 ctr_start () {  # name stdin(true|false) shell-command
    jq -n --arg n "$1" --argjson i "$2" --arg c "$3" '{metadata: {name: $n},
       image: {image: "registry.k8s.io/e2e-test-images/busybox:1.29-2"},

@@ -26,10 +26,6 @@ teardown () {
    rm -rf "$d"
 }
 
-crictl () {
-   crictl_ "$sock" "$@"
-}
-
 pod_json () {
    printf '{"metadata": {"name": "%s", "namespace": "faults", "uid": "%s"}, "log_directory": "%s/logs/%s", "linux": {"security_context": {"namespace_options": {"network": 2}}}}\n' \
           "$1" "$1" "$d" "$1"
