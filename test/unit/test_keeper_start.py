@@ -39,6 +39,17 @@ def test_failed_start_leaks_nothing(serve, root):
    (req.config.metadata.name, req.config.metadata.namespace,
     req.config.metadata.uid) = ("p", "default", "u")
    pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   try:
+      failed_starts(s, root, pod_id)
+   finally:
+      # Keepers outlive their ch-cri by design: remove the pod.
+      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+
+
+def failed_starts(s, root, pod_id):
    pod = s.pods.get(pod_id)
    client = kc.Keeper_Client(pod.sock)
    d = fsutil.mkdirs(os.path.join(root, "ctr"))
@@ -58,6 +69,11 @@ def test_failed_start_leaks_nothing(serve, root):
                       log=os.path.join(logs, "c1.log"), log_dir=logs,
                       stdin=bool(i % 2), tty=i == 4)
       assert "/nonexistent/ch-run" in str(ei.value)
+   # The keeper closes each finished connection when it reads its end:
+   # give it that moment.
+   deadline = time.monotonic() + 5
+   while (fds_of(pod.keeper_pid) != before and time.monotonic() < deadline):
+      time.sleep(0.01)
    assert fds_of(pod.keeper_pid) == before
    assert "c1" not in client.hello()["containers"]
    # The same ID starts for real afterwards.
