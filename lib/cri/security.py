@@ -66,7 +66,7 @@ OPS = { "SCMP_CMP_NE": pyseccomp.NE, "SCMP_CMP_LT": pyseccomp.LT,
 # Masked and read-only paths every container gets whatever the request
 # says (clients such as crictl send none), unless privileged: the OCI
 # runtime spec's defaults, as containerd and CRI-O apply them. /sys as a
-# whole is made read-only as well (see premount_ops in keeper.py).
+# whole is made read-only as well (see premount_ops in keeper/lifecycle.py).
 MASKED_DEFAULT = ("/proc/acpi", "/proc/asound", "/proc/interrupts",
                   "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                   "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
