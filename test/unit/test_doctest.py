@@ -17,7 +17,8 @@ MODULES = { "misc": True, "deps": True, "fsutil": False, "imgref": True, "charli
             "cri.keeper.client": True, "cri.podspec": True,
             "cri.sandbox": False,
             "cri.security": True, "cri.slirp": True, "cri.spec": True,
-            "cri.stream.spdy": True, "cri.stream.server": True,
+            "cri.stream.command": True, "cri.stream.spdy": True,
+            "cri.stream.server": True,
             "cri.store": True }
 
 
