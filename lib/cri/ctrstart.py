@@ -9,7 +9,7 @@ import misc
 import cri.cgroups as cgroups
 import cri.errors as err
 import cri.keeper.client as kc
-import cri.keeper.spawn
+import cri.keeper.nsmount
 import cri.security
 
 
@@ -68,8 +68,8 @@ class Start_Path:
          # The image ID-mapped into the pod's user namespace, so its
          # root owns the image there (writes go to the upper layer).
          try:
-            fds.append(cri.keeper.spawn.tree_clone(rootfs["lower"]))
-            cri.keeper.spawn.tree_idmap(fds[-1], uns)
+            fds.append(cri.keeper.nsmount.tree_clone(rootfs["lower"]))
+            cri.keeper.nsmount.tree_idmap(fds[-1], uns)
          except OSError as x:
             raise err.Failed_Precondition(
                "container %s: image %s for the pod's user namespace: %s"
@@ -171,10 +171,10 @@ class Start_Path:
          m = dict(m)
          if (os.geteuid() == 0):
             try:
-               fds.append(cri.keeper.spawn.tree_clone(m["src"]))
+               fds.append(cri.keeper.nsmount.tree_clone(m["src"]))
                m["fd"] = len(fds) - 1
                if (uns is not None):
-                  cri.keeper.spawn.tree_idmap(fds[-1], uns)
+                  cri.keeper.nsmount.tree_idmap(fds[-1], uns)
             except OSError as x:
                if (uns is not None):
                   raise err.Failed_Precondition(

@@ -17,7 +17,7 @@ import cri.keeper.client as kc
 KEEPER_DIR = os.path.join(os.path.dirname(os.path.abspath(cri.__file__)),
                           "keeper")
 LIB_DIR = os.path.dirname(os.path.dirname(KEEPER_DIR))
-MODULES = ("client", "logio", "proc", "spawn")
+MODULES = ("client", "logio", "nsmount", "proc", "spawn")
 
 
 ## Functions ##

@@ -33,11 +33,12 @@ import time
 import traceback
 
 # -I leaves our directory off sys.path; stdlib modules still come first.
-# Our helpers (spawn, logio, proc, and the operations in state, lifecycle
-# and streams) are imported from there as top-level modules: run as a
-# script, we are no part of the cri package.
+# Our helpers (spawn, nsmount, logio, proc, and the operations in state,
+# lifecycle and streams) are imported from there as top-level modules:
+# run as a script, we are no part of the cri package.
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 import lifecycle  # noqa: E402
+import nsmount  # noqa: E402
 import spawn  # noqa: E402
 import state  # noqa: E402
 import streams  # noqa: E402
@@ -318,12 +319,12 @@ def main():
    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
    try:
       if (args.get("userns")):
-         spawn.userns_enter(args["userns"], args.get("net"),
-                                args.get("uts"), args.get("ipc"))
+         nsmount.userns_enter(args["userns"], args.get("net"),
+                              args.get("uts"), args.get("ipc"))
       pod_setup(args)
-      spawn.subreaper_set()
+      nsmount.subreaper_set()
       if (args.get("pod_userns")):
-         state.userns = spawn.userns_hold(args["pod_userns"])
+         state.userns = nsmount.userns_hold(args["pod_userns"])
       if (args.get("pidns") == "pod"):
          init = ([spawn.INIT_MARK, args["init"]] if args.get("init")
                  else None)

@@ -7,6 +7,7 @@ import selectors
 import signal
 import time
 
+import nsmount
 import spawn
 import state
 from logio import Log, exit_code_of, mounted_p, oom_kills, path_in_root
@@ -119,7 +120,7 @@ def start_undo(c):
 
 
 def premount_ops(merged, req):
-   """Return spawn.premounts_apply()'s ops for the container's masked
+   """Return nsmount.premounts_apply()'s ops for the container's masked
       and read-only paths: those in /proc, /sys and /dev as they are (ch-run
       binds ours), the others inside the container's root. With sys_ro,
       first all of /sys read-only, its cgroup hierarchies showing only the
@@ -165,11 +166,11 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       lower = rootfs["lower_mnt"]
       os.makedirs(lower, exist_ok=True)
       if (not mounted_p(lower)):
-         spawn.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
+         nsmount.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
    if (not mounted_p(merged)):
-      spawn.mount("overlay", merged, "overlay", 0,
-                      "lowerdir=%s,upperdir=%s,workdir=%s"
-                      % (lower, rootfs["upper"], rootfs["work"]))
+      nsmount.mount("overlay", merged, "overlay", 0,
+                    "lowerdir=%s,upperdir=%s,workdir=%s"
+                    % (lower, rootfs["upper"], rootfs["work"]))
    for (path, kind) in mkpaths:
       p = path_in_root(merged, path)
       if (kind == "dir"):
@@ -190,20 +191,20 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       if (m.get("fd") is not None):
          # The host's tree as ch-cri sees it, with mounts made there after
          # the pod started (our own view of the host stops at that).
-         spawn.tree_attach(conn_fds[m["fd"]], dst)
+         nsmount.tree_attach(conn_fds[m["fd"]], dst)
       else:
-         spawn.mount(m["src"], dst, None,
-                         spawn.MS_BIND | spawn.MS_REC, None)
+         nsmount.mount(m["src"], dst, None,
+                       nsmount.MS_BIND | nsmount.MS_REC, None)
       # Copies of the (slave) pod namespace's mounts are slaves: keep that
       # for HOST_TO_CONTAINER, cut it for PRIVATE.
-      spawn.mount(None, dst, None, spawn.MS_REC
-                      | spawn.PROPAGATION[m.get("propagation",
-                                                    "private")], None)
+      nsmount.mount(None, dst, None, nsmount.MS_REC
+                    | nsmount.PROPAGATION[m.get("propagation", "private")],
+                    None)
       if (m.get("ro")):
-         spawn.bind_ro(dst)
+         nsmount.bind_ro(dst)
       if (m.get("rro")):
-         for sub in spawn.submounts(dst):
-            spawn.bind_ro(sub)
+         for sub in nsmount.submounts(dst):
+            nsmount.bind_ro(sub)
 
 
 def op_signal(conn, req):
@@ -244,7 +245,7 @@ def op_remove(conn, req):
    lower = os.path.join(os.path.dirname(c.merged or "/"), "lower")
    for p in ([c.merged, lower] if c.merged else []) + c.staged:
       if (mounted_p(p)):
-         spawn.umount_detach(p)
+         nsmount.umount_detach(p)
    if (c.log):
       c.log.close()
    del containers[c.id_]
