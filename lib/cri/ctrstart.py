@@ -12,6 +12,8 @@ import cri.keeper.client as kc
 import cri.keeper.nsmount
 import cri.security
 
+from cri_api.v1 import api_pb2 as pb
+
 
 ## Constants ##
 
@@ -97,7 +99,7 @@ class Start_Path:
             rootfs=rootfs,
             mounts=mounts, mkpaths=s["mkpaths"],
             user=user, pod_userns=uns is not None,
-            sys_ro=not privileged,
+            sys_ro=not privileged, dev=self.dev_spec(c, pod, privileged),
             masked=paths_default(
                (sec or {}).get("masked", []),
                cri.security.MASKED_DEFAULT, privileged),
@@ -114,6 +116,21 @@ class Start_Path:
          raise err.Failed_Precondition("container %s: start failed: %s"
                                        % (c.id_, x))
       return res
+
+   def dev_spec(self, c, pod, privileged):
+      """Return the keeper's "dev" for container c: its own /dev (see
+         keeper/devfs.py) with the devices and /dev files it was given,
+         its pod's devpts and /dev/shm; None (the host's /dev) if
+         privileged."""
+      if (privileged):
+         return None
+      host_ipc = pod.ns_opts.ipc == pb.NamespaceMode.NODE
+      return { "stage": os.path.join(c.dir_, "dev"),
+               "binds": [list(b) for b in c.spec.get("dev_binds", [])],
+               "shm": ("/dev/shm" if host_ipc
+                       else os.path.join(pod.dir_, "shm")),
+               "shm_make": not host_ipc,
+               "pts": os.path.join(pod.dir_, "pts") }
 
    def user_host(self, c):
       """Return the host user {"uid", "gid", "groups"} container c runs

@@ -5,6 +5,7 @@ import os
 import signal
 
 import misc
+import cri.devices
 import cri.errors as err
 import cri.security
 
@@ -65,6 +66,20 @@ def log_path_check(path):
       raise err.Invalid_Argument("config.log_path: must be relative to the "
                                  "pod's log_directory, without \"..\": %r"
                                  % path)
+
+
+def env_add(env, more):
+   """Return "K=V" list env with those of more added, a key of more
+      replacing the same key of env in place.
+
+      >>> env_add(["A=1", "B=2"], ["B=3", "C=4"])
+      ['A=1', 'B=3', 'C=4']
+   """
+   d = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in env)
+   for kv in more:
+      (k, _, v) = kv.partition("=")
+      d[k] = v
+   return ["%s=%s" % kv for kv in d.items()]
 
 
 def path_check(path, field):
@@ -164,8 +179,15 @@ def make(ch, images, pod, config, image_id):
       log_path_check(config.log_path)
       if (pod.config.log_directory):
          log_path = os.path.join(pod.config.log_directory, config.log_path)
-   (mounts, binds, mkpaths) = mounts_make(pod, config)
+   (mounts, binds, mkpaths, dev_binds) = mounts_make(pod, config)
    mkpaths.append((cwd, "dir"))
+   dev_binds += cri.devices.devices_make(config)
+   edits = cri.devices.cdi_make(config)
+   if (edits is not None):
+      env = env_add(env, edits["env"])
+      dev_binds += edits["dev_binds"]
+      mounts += edits["mounts"]
+      groups += [g for g in edits["gids"] if g not in groups]
    (pidns, pidns_target) = pidns_mode(config, pod)
    sec = cri.security.make(config)
    unapplied = security_unapplied(config)
@@ -179,6 +201,7 @@ def make(ch, images, pod, config, image_id):
             "stdin_once": config.stdin_once,
             "write": not config.linux.security_context.readonly_rootfs,
             "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
+            "dev_binds": dev_binds,
             "stop_signal": signal_parse(icfg.get("StopSignal")),
             "pidns": pidns, "pidns_target": pidns_target,
             "security": sec }
@@ -262,11 +285,13 @@ def groups_resolve(config, uid, gid, root):
 
 
 def mounts_make(pod, config):
-   """Return (keeper mounts, ch-run binds, paths to create) for the
-      request's mounts and the pod's /etc files."""
+   """Return (keeper mounts, ch-run binds, paths to create, binds into the
+      container's own /dev) for the request's mounts and the pod's /etc
+      files."""
    mounts = []
    binds = []
    mkpaths = []
+   dev_binds = []
    targets = set()
    for (i, m) in enumerate(config.mounts):
       f = "config.mounts[%d]" % i
@@ -291,10 +316,18 @@ def mounts_make(pod, config):
                                  "supported" % f)
       if (m.selinux_relabel):
          log.info("%s: SELinux relabel ignored (no SELinux)", f)
-      if (dst == "/dev" or dst.startswith("/dev/")):
-         # ch-run mounts the host's /dev; nothing can be bound in it.
-         log.warning("%s: %s skipped: Charliecloud binds the host's /dev",
-                     f, dst)
+      if (dst == "/dev"):
+         raise err.Invalid_Argument("%s.container_path: /dev is the "
+                                    "container's own" % f)
+      if (dst.startswith("/dev/")):
+         # Into the container's own /dev, made by the keeper's child
+         # (/dev/termination-log, above all); a privileged container has
+         # the host's, where nothing can be bound.
+         if (config.linux.security_context.privileged):
+            log.warning("%s: %s skipped: a privileged container has the "
+                        "host's /dev", f, dst)
+         else:
+            dev_binds.append((m.host_path, dst))
          continue
       if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
          raise err.Invalid_Argument("%s.container_path: %s is mounted by "
@@ -340,4 +373,4 @@ def mounts_make(pod, config):
       if (dst not in targets):
          binds.append((os.path.join(pod.dir_, name), dst))
          mkpaths.append((dst, "file"))
-   return (mounts, binds, mkpaths)
+   return (mounts, binds, mkpaths, dev_binds)

@@ -11,8 +11,8 @@ import pytest
 # module -> whether it has doctests (a module losing all of its examples
 # is worth noticing)
 MODULES = { "misc": True, "deps": True, "fsutil": False, "imgref": True, "charlie": True,
-            "cri.config": True, "cri.images": True, "cri.container": False,
-            "cri.ctrstart": True,
+            "cri.config": True, "cri.devices": True, "cri.images": True,
+            "cri.container": False, "cri.ctrstart": True,
             "cri.cgroups": True, "cri.cni": True, "cri.metrics": True,
             "cri.keeper.client": True, "cri.podspec": True,
             "cri.sandbox": False,

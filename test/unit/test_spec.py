@@ -25,7 +25,7 @@ def config_mounting(host_path):
 def test_mount_missing_host_path_created(tmp_path):
    pod = types.SimpleNamespace(dir_=str(tmp_path))
    want = tmp_path / "new" / "dir"
-   (mounts, _, _) = cri.spec.mounts_make(pod, config_mounting(str(want)))
+   (mounts, _, _, _) = cri.spec.mounts_make(pod, config_mounting(str(want)))
    assert want.is_dir()
    assert mounts == [{ "src": str(want), "dst": "/data", "ro": False,
                        "rro": False, "propagation": "private" }]

@@ -7,6 +7,7 @@ import selectors
 import signal
 import time
 
+import devfs
 import nsmount
 import spawn
 import state
@@ -61,11 +62,26 @@ def start_prepare(c, conn, req):
                     % (req.get("log"), x.strerror, hint))
    rootfs_mount(c, req["rootfs"], req.get("mounts", []),
                 req.get("mkpaths", []), conn.fds)
+   if (req.get("dev")):
+      dev = dict(req["dev"])
+      if (dev.pop("shm_make", False) and not mounted_p(dev["shm"])):
+         # The pod's /dev/shm, shared by its containers (as they share
+         # its IPC namespace), in our mount namespace: gone with us.
+         os.makedirs(dev["shm"], exist_ok=True)
+         nsmount.mount("shm", dev["shm"], "tmpfs",
+                     nsmount.MS_NOSUID | nsmount.MS_NODEV | nsmount.MS_NOEXEC,
+                     "mode=1777,size=65536k")
+      if (dev.get("pts") and not mounted_p(dev["pts"])):
+         devfs.pts_make(dev["pts"])
+      os.makedirs(dev["stage"], exist_ok=True)
+      req["dev"] = dev
+      c.pts = dev.get("pts")
    fa = []
    closers = []
    try:
       if (req.get("tty")):
-         (master, slave) = os.openpty()
+         (master, slave) = (devfs.pty_open(c.pts) if c.pts
+                            else os.openpty())
          c.outs[master] = "stdout"
          fa += [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
          closers.append(slave)
@@ -127,6 +143,9 @@ def premount_ops(merged, req):
       container's own cgroups. In /proc and /sys, read-only covers the
       mounts below too (binfmt_misc under /proc/sys, say)."""
    ops = []
+   if (req.get("dev")):
+      # Its own /dev first: the masks below may name paths in it.
+      ops.append(("dev", req["dev"]))
    if (req.get("sys_ro")):
       ops += [("rro", "/sys"), ("cgroup", "/sys/fs/cgroup")]
    for (kind, key) in (("mask", "masked"), ("ro", "readonly")):

@@ -144,9 +144,15 @@ def premounts_apply(ops):
       over a file, an empty read-only tmpfs over a directory); for ("ro",
       path) make it read-only; for ("rro", path) make it and every mount
       below it read-only; for ("cgroup", path) show, at each cgroup
-      hierarchy mounted below path, only our own cgroup (read-only). Paths
-      that do not exist are skipped."""
+      hierarchy mounted below path, only our own cgroup (read-only); for
+      ("dev", args) make the container's own /dev (devfs.dev_make(**args)).
+      Paths that do not exist are skipped."""
    for (kind, path) in ops:
+      if (kind == "dev"):
+         # The keeper's own module (it imports us): keeper side only.
+         import devfs   # noqa: E402
+         devfs.dev_make(**path)
+         continue
       if (not os.path.lexists(path)):
          continue
       if (kind == "mask"):

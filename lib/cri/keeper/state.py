@@ -64,6 +64,7 @@ class Container:
       self.exit_conns = []    # Conns told the exit code (attach)
       self.user = None        # host user its processes become, if not us
       self.procs = ()         # its cgroups' cgroup.procs files
+      self.pts = None         # its pod's devpts, for its ttys
 
    @property
    def pid(self):

@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 
+import devfs
 import spawn
 from logio import exit_code_of
 from state import READ_SIZE, container_get, execs, sel
@@ -43,11 +44,12 @@ def op_exec(conn, req):
    return None
 
 
-def stdio_make(tty, stdin):
+def stdio_make(tty, stdin, pts=None):
    """Return (file actions for a child, fds to pass, their names, fds to
-      close once the child is spawned) for an exec's stdio."""
+      close once the child is spawned) for an exec's stdio; a tty is of
+      devpts instance pts (the pod's), if given."""
    if (tty):
-      (master, slave) = os.openpty()
+      (master, slave) = devfs.pty_open(pts) if pts else os.openpty()
       fa = [(os.POSIX_SPAWN_DUP2, slave, n) for n in (0, 1, 2)]
       return (fa, [master], ["tty"], [slave, master])
    fa = []
@@ -76,7 +78,8 @@ def op_exec_stream(conn, req):
    if (c.pid is None or c.exited_p()):
       raise ValueError("container not running: %s" % c.id_)
    tty = bool(req.get("tty"))
-   (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")))
+   (fa, fds, names, closers) = stdio_make(tty, bool(req.get("stdin")),
+                                          c.pts)
    try:
       pid = spawn.spawn(req["argv"], req["env"], fa, tty,
                             c.pid if c.status.get("pidns") else None,
