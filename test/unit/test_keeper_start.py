@@ -124,3 +124,52 @@ def keepers_hung(hang):
       if (hang.encode() in argv and state != "Z"):
          out.append(int(name))
    return out
+
+
+def test_cgroup_failure_closes_mount_trees(serve, root):
+   """Copies of host mount trees (open_tree, as root) made for a start
+      are closed when the start fails later, at its cgroups."""
+   if (os.geteuid() != 0):
+      pytest.skip("copies of mount trees need root")
+   import cri.cgroups
+   import fake_charlie
+   busybox = fake_charlie.config_bytes(salt="busybox")
+   s = serve(registry={ "registry-1.docker.io/library/busybox:latest":
+                        busybox })
+   s.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
+      image="busybox")), timeout=RPC_TIMEOUT)
+   class Failing:
+      usable = True
+      def create(self, key, resources):
+         raise cri.cgroups.Cgroup_Error("can't make cgroup: test")
+      def dir_(self, controller, key):
+         return os.path.join(root, "no-cgroup", key)
+      def remove(self, key):
+         pass
+   s.ctrs.cg = Failing()
+   req = pb.RunPodSandboxRequest()
+   (req.config.metadata.name, req.config.metadata.namespace,
+    req.config.metadata.uid) = ("cg", "default", "u")
+   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   try:
+      host = fsutil.mkdirs(os.path.join(root, "host"))
+      cc = pb.ContainerConfig(command=["sleep", "30"])
+      cc.metadata.name = "c"
+      cc.image.image = "busybox"
+      cc.mounts.add(container_path="/data", host_path=host)
+      cid = s.runtime.CreateContainer(pb.CreateContainerRequest(
+         pod_sandbox_id=pod_id, config=cc, sandbox_config=req.config),
+         timeout=RPC_TIMEOUT).container_id
+      before = len(os.listdir("/proc/self/fd"))
+      for _ in range(5):
+         with pytest.raises(grpc.RpcError) as ei:
+            s.runtime.StartContainer(pb.StartContainerRequest(
+               container_id=cid), timeout=RPC_TIMEOUT)
+         assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+         assert "can't make cgroup" in ei.value.details()
+      assert len(os.listdir("/proc/self/fd")) == before
+   finally:
+      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
