@@ -24,6 +24,30 @@ crictl () {
    crictl_ "$sock" "$@"
 }
 
+# Write the config of container $2 (busybox, "sleep 600", labelled
+# ch-cri-test=$3) in pod $1 (its ID in $work/$1.id, its config in
+# $work/$1.json) with JSON members $4 added, create it, and print what
+# crictl printed (its ID, or the error).
+ctr_sleep_create () {
+   cat > "${work}/$2.json" <<EOF
+{"metadata": {"name": "$2"},
+ "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": ["sleep", "600"], "log_path": "$2.log",
+ "labels": {"ch-cri-test": "$3"}${4:+, $4}}
+EOF
+   crictl create "$(cat "${work}/$1.id")" "${work}/$2.json" \
+          "${work}/$1.json" 2>&1
+}
+
+# Run "$@" (a ctr_*create command), then start the container it made;
+# print its ID, or the creation's error (and fail).
+ctr_started () {
+   local id
+   id=$("$@") || { echo "$id"; return 1; }
+   crictl start "$id" > /dev/null || return 1
+   echo "$id"
+}
+
 # Print the shell files git tracks under $top: *.bash and *.sh, and any
 # other whose first line is a sh or bash #! (bats files are left to bats).
 shell_files () {

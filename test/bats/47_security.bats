@@ -34,25 +34,15 @@ EOF
    crictl runp "${work}/$1.json" | tee "${work}/$1.id"
 }
 
-# Write container config $2 (in pod $1) with "linux" object $3 and
+# Create container $2 (in pod $1) with "linux" object $3 and mounts $4,
 # command "sleep 600"; print the create command's output (ID or error).
 ctr_create () {
-   local pod=$1 name=$2 linux=${3:-\{\}} mounts=${4:-[]}
-   cat > "${work}/${name}.json" <<EOF
-{"metadata": {"name": "${name}"},
- "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
- "command": ["sleep", "600"], "log_path": "${name}.log",
- "labels": {"ch-cri-test": "sec"}, "linux": ${linux}, "mounts": ${mounts}}
-EOF
-   crictl create "$(cat "${work}/${pod}.id")" "${work}/${name}.json" \
-          "${work}/${pod}.json" 2>&1
+   local linux=${3:-\{\}} mounts=${4:-[]}
+   ctr_sleep_create "$1" "$2" sec "\"linux\": ${linux}, \"mounts\": ${mounts}"
 }
 
 ctr_run () {
-   local id
-   id=$(ctr_create "$@") || { echo "$id"; return 1; }
-   crictl start "$id" > /dev/null || return 1
-   echo "$id"
+   ctr_started ctr_create "$@"
 }
 
 # Assert that creating container $2 with linux $3 (mounts $4) fails with

@@ -30,21 +30,11 @@ EOF
 # ctr_create POD NAME [EXTRA]: create container NAME (sleep 600) in pod
 # POD, with EXTRA (JSON members) added to its config; print the output.
 ctr_create () {
-   cat > "${work}/$2.json" <<EOF
-{"metadata": {"name": "$2"},
- "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
- "command": ["sleep", "600"], "log_path": "$2.log",
- "labels": {"ch-cri-test": "dev"}${3:+, $3}}
-EOF
-   crictl create "$(cat "${work}/$1.id")" "${work}/$2.json" \
-          "${work}/$1.json" 2>&1
+   ctr_sleep_create "$1" "$2" dev "${3:-}"
 }
 
 ctr_run () {
-   local id
-   id=$(ctr_create "$@") || { echo "$id"; return 1; }
-   crictl start "$id" > /dev/null || return 1
-   echo "$id"
+   ctr_started ctr_create "$@"
 }
 
 @test 'a container has a /dev of its own; privileged has the host one' {
