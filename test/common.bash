@@ -24,17 +24,41 @@ crictl () {
    crictl_ "$sock" "$@"
 }
 
+# Print the PodSandboxConfig (JSON) of pod $1: namespace $2, log directory
+# $3/logs/$1, label ch-cri-test=$4, and the members of JSON object $5.
+pod_config () {
+   local x=${5:-}
+   [[ -n $x ]] || x='{}'
+   jq -n --arg n "$1" --arg ns "$2" --arg l "$3/logs/$1" --arg t "$4" \
+         --argjson x "$x" \
+      '{metadata: {name: $n, namespace: $ns, uid: ($n + "-uid")},
+        log_directory: $l, labels: {"ch-cri-test": $t}} + $x'
+}
+
+# Print the ContainerConfig (JSON) of container $1: busybox, log $1.log,
+# label ch-cri-test=$2, the members of JSON object $3 (an "image" member
+# replaces busybox), and the command that follows ($4 ...), if any.
+ctr_config () {
+   local n=$1 t=$2 x=${3:-} cmd='[]'
+   shift 3
+   [[ -n $x ]] || x='{}'
+   # The command as a JSON list, from NUL-separated words: jq would take
+   # words such as -c, even after --args, as its own options.
+   [[ $# -eq 0 ]] || cmd=$(printf '%s\0' "$@" \
+      | jq -Rs 'split("\u0000") | if (.[-1] == "") then .[:-1] else . end')
+   jq -n --arg n "$n" --arg t "$t" --argjson x "$x" --argjson cmd "$cmd" \
+      '{metadata: {name: $n},
+        image: {image: "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+        log_path: ($n + ".log"), labels: {"ch-cri-test": $t}}
+       + (if ($cmd | length) > 0 then {command: $cmd} else {} end) + $x'
+}
+
 # Write the config of container $2 (busybox, "sleep 600", labelled
 # ch-cri-test=$3) in pod $1 (its ID in $work/$1.id, its config in
 # $work/$1.json) with JSON members $4 added, create it, and print what
 # crictl printed (its ID, or the error).
 ctr_sleep_create () {
-   cat > "${work}/$2.json" <<EOF
-{"metadata": {"name": "$2"},
- "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
- "command": ["sleep", "600"], "log_path": "$2.log",
- "labels": {"ch-cri-test": "$3"}${4:+, $4}}
-EOF
+   ctr_config "$2" "$3" "{${4:-}}" sleep 600 > "${work}/$2.json"
    crictl create "$(cat "${work}/$1.id")" "${work}/$2.json" \
           "${work}/$1.json" 2>&1
 }

@@ -18,26 +18,17 @@ teardown () {
 pod_json () {  # name [hostNetwork]
    local net=0   # NamespaceMode: 0 POD, 2 NODE
    [[ -n ${2:-} ]] && net=2
-   cat <<EOF
-{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
- "hostname": "$1-host", "log_directory": "${work}/logs/$1",
- "labels": {"ch-cri-test": "pods"},
- "dns_config": {"servers": ["10.0.0.10"], "searches": ["svc.test"]},
- "linux": {"security_context": {"namespace_options": {"network": $net}}}}
-EOF
+   pod_config "$1" ch-cri-test "$work" pods \
+      "{\"hostname\": \"$1-host\",
+        \"dns_config\": {\"servers\": [\"10.0.0.10\"], \"searches\": [\"svc.test\"]},
+        \"linux\": {\"security_context\": {\"namespace_options\": {\"network\": $net}}}}"
 }
 
 ctr_json () {  # name command...
    local name=$1; shift
-   local cmd
-   cmd=$(printf '"%s",' "$@")
-   cat <<EOF
-{"metadata": {"name": "$name"},
- "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
- "command": [${cmd%,}], "log_path": "${name}.log",
- "envs": [{"key": "GREETING", "value": "hello from ${name}"}],
- "labels": {"ch-cri-test": "pods"}, "linux": {}}
-EOF
+   ctr_config "$name" pods \
+      "{\"envs\": [{\"key\": \"GREETING\", \"value\": \"hello from ${name}\"}], \"linux\": {}}" \
+      "$@"
 }
 
 @test 'crictl runp, create, start, ps, inspect, logs, exec, stop, rm, stopp, rmp' {

@@ -29,22 +29,14 @@ root_server_or_skip () {
 }
 
 pod_json () {  # name [host port]
-   local pm=""
-   [[ -n ${2:-} ]] && pm="\"port_mappings\": [{\"container_port\": 80, \"host_port\": $2}],"
-   cat <<EOF
-{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
- ${pm} "log_directory": "${work}/logs/$1", "labels": {"ch-cri-test": "net"}}
-EOF
+   local pm='{}'
+   [[ -n ${2:-} ]] && pm="{\"port_mappings\": [{\"container_port\": 80, \"host_port\": $2}]}"
+   pod_config "$1" ch-cri-test "$work" net "$pm"
 }
 
 ctr_json () {  # name image command...
    local name=$1 image=$2; shift 2
-   local cmd=""
-   [[ $# -gt 0 ]] && cmd="\"command\": [$(printf '"%s",' "$@" | sed 's/,$//')],"
-   cat <<EOF
-{"metadata": {"name": "$name"}, "image": {"image": "$image"}, ${cmd}
- "log_path": "${name}.log", "labels": {"ch-cri-test": "net"}}
-EOF
+   ctr_config "$name" net "{\"image\": {\"image\": \"$image\"}}" "$@"
 }
 
 # Print the body of http://$1/ once it answers (bounded: 10 s).

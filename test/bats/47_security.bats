@@ -26,11 +26,9 @@ teardown () {
 # Write the pod config for pod $1 with PID namespace mode $2 (0 POD,
 # 1 CONTAINER, 2 NODE) to $work/$1.json and start it; print its ID.
 pod_run () {
-   cat > "${work}/$1.json" <<EOF
-{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
- "log_directory": "${work}/logs/$1", "labels": {"ch-cri-test": "sec"},
- "linux": {"security_context": {"namespace_options": {"pid": ${2:-0}}}}}
-EOF
+   pod_config "$1" ch-cri-test "$work" sec \
+      "{\"linux\": {\"security_context\": {\"namespace_options\": {\"pid\": ${2:-0}}}}}" \
+      > "${work}/$1.json"
    crictl runp "${work}/$1.json" | tee "${work}/$1.id"
 }
 

@@ -20,10 +20,7 @@ teardown () {
 }
 
 pod_run () {   # pod_run NAME: start pod NAME, its config in $work/NAME.json
-   cat > "${work}/$1.json" <<EOF
-{"metadata": {"name": "$1", "namespace": "ch-cri-test", "uid": "$1-uid"},
- "log_directory": "${work}/logs/$1", "labels": {"ch-cri-test": "dev"}}
-EOF
+   pod_config "$1" ch-cri-test "$work" dev > "${work}/$1.json"
    crictl runp "${work}/$1.json" > "${work}/$1.id"
 }
 

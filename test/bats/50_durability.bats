@@ -23,14 +23,11 @@ teardown () {
 }
 
 pod_json () {
-   printf '{"metadata": {"name": "%s", "namespace": "dur", "uid": "%s"}, "log_directory": "%s/logs/%s", "linux": {}}\n' \
-          "$1" "$1" "$d" "$1"
+   pod_config "$1" dur "$d" dur '{"linux": {}}'
 }
 
 ctr_json () {  # name shell-command
-   jq -n --arg n "$1" --arg c "$2" '{metadata: {name: $n},
-      image: {image: "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
-      command: ["sh", "-c", $c], log_path: ($n + ".log"), linux: {}}'
+   ctr_config "$1" dur '{"linux": {}}' sh -c "$2"
 }
 
 wait_state () {  # container state

@@ -19,8 +19,8 @@ setup () {
    scope standard
    live_server_or_skip
    crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
-   printf '{"metadata": {"name": "s%s", "namespace": "stream", "uid": "s%s"}, "log_directory": "%s/logs/%s", "labels": {"ch-cri-test": "stream"}, "linux": {}}\n' \
-          "$BATS_TEST_NUMBER" "$BATS_TEST_NUMBER" "$work" "$BATS_TEST_NUMBER" > "${work}/pod.json"
+   pod_config "s${BATS_TEST_NUMBER}" stream "$work" stream '{"linux": {}}' \
+      > "${work}/pod.json"
    pod=$(crictl runp "${work}/pod.json")
 }
 
@@ -31,10 +31,8 @@ teardown () {
 }
 
 ctr_start () {  # name stdin(true|false) shell-command
-   jq -n --arg n "$1" --argjson i "$2" --arg c "$3" '{metadata: {name: $n},
-      image: {image: "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
-      command: ["sh", "-c", $c], stdin: $i, log_path: ($n + ".log"),
-      linux: {}}' > "${work}/c.json"
+   ctr_config "$1" stream "{\"stdin\": $2, \"linux\": {}}" sh -c "$3" \
+      > "${work}/c.json"
    c=$(crictl create "$pod" "${work}/c.json" "${work}/pod.json")
    crictl start "$c" > /dev/null
    echo "$c"

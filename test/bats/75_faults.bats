@@ -27,14 +27,12 @@ teardown () {
 }
 
 pod_json () {
-   printf '{"metadata": {"name": "%s", "namespace": "faults", "uid": "%s"}, "log_directory": "%s/logs/%s", "linux": {"security_context": {"namespace_options": {"network": 2}}}}\n' \
-          "$1" "$1" "$d" "$1"
+   pod_config "$1" faults "$d" faults \
+      '{"linux": {"security_context": {"namespace_options": {"network": 2}}}}'
 }
 
 ctr_json () {
-   jq -n --arg n "$1" '{metadata: {name: $n},
-      image: {image: "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
-      command: ["sleep", "1000"], log_path: ($n + ".log"), linux: {}}'
+   ctr_config "$1" faults '{"linux": {}}' sleep 1000
 }
 
 @test 'state directory full: RESOURCE_EXHAUSTED, then recovery when space returns' {
