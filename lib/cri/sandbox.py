@@ -4,7 +4,6 @@
 import json
 import os
 import secrets
-import signal
 import threading
 import time
 
@@ -43,32 +42,6 @@ log = misc.log
 
 def pb_dict(msg):
    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
-
-
-def keeper_kill(pod_dir):
-   """SIGKILL the session of each process running keeper.py for pod_dir
-      (found by its command line: a keeper that has not said its PID);
-      return how many there were."""
-   ct = 0
-   for name in os.listdir("/proc"):
-      if (not name.isdigit()):
-         continue
-      try:
-         with open("/proc/%s/cmdline" % name, "rb") as fp:
-            argv = fp.read().split(b"\0")[:-1]
-      except OSError:
-         continue
-      if (len(argv) >= 2 and argv[-1] == pod_dir.encode()
-          and argv[-2].endswith(b"keeper.py")):
-         try:
-            os.killpg(int(name), signal.SIGKILL)   # a session leader
-         except OSError:
-            try:
-               os.kill(int(name), signal.SIGKILL)
-            except OSError:
-               continue
-         ct += 1
-   return ct
 
 
 def field_or_none(msg, name):
@@ -367,7 +340,7 @@ class Pods:
             with open(klog, errors="replace") as fp:
                why = misc.stderr_tail(fp.read()) or "no output"
             # It may yet come up, with nobody to stop it: stop it now.
-            n = keeper_kill(pod.dir_)
+            n = proc.keeper_kill(pod.dir_)
             raise err.Internal("pod keeper did not start in %ds (%d "
                                "process%s killed): %s"
                                % (KEEPER_START_TIMEOUT, n,

@@ -5,6 +5,7 @@
 import itertools
 import json
 import os
+import signal
 
 
 ## Constants ##
@@ -120,3 +121,29 @@ def zombie_p(pid):
    except (OSError, TypeError):
       return False
    return stat[stat.rindex(b")") + 2:].startswith(b"Z")
+
+
+def keeper_kill(pod_dir):
+   """SIGKILL the session of each process running keeper.py for pod_dir
+      (found by its command line: a keeper that has not said its PID);
+      return how many there were."""
+   ct = 0
+   for name in os.listdir("/proc"):
+      if (not name.isdigit()):
+         continue
+      try:
+         with open("/proc/%s/cmdline" % name, "rb") as fp:
+            argv = fp.read().split(b"\0")[:-1]
+      except OSError:
+         continue
+      if (len(argv) >= 2 and argv[-1] == pod_dir.encode()
+          and argv[-2].endswith(b"keeper.py")):
+         try:
+            os.killpg(int(name), signal.SIGKILL)   # a session leader
+         except OSError:
+            try:
+               os.kill(int(name), signal.SIGKILL)
+            except OSError:
+               continue
+         ct += 1
+   return ct
