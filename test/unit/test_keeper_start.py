@@ -173,3 +173,86 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
          pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
       s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
          pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+
+
+def test_stopped_keeper_full_backlog_kills_nothing(serve, root, monkeypatch):
+   """A real pod's keeper SIGSTOPped with its listen backlog full while
+      100 calls hit the pod at once (ExecSync, ContainerStatus,
+      StopContainer): each gets a clean status, and after SIGCONT every
+      container still runs, none recorded as exited."""
+   import concurrent.futures
+   import signal
+   import socket
+   import fake_charlie
+   monkeypatch.setattr(kc, "CONNECT_WAIT", 1)
+   busybox = fake_charlie.config_bytes(salt="busybox")
+   s = serve(registry={ "registry-1.docker.io/library/busybox:latest":
+                        busybox })
+   s.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
+      image="busybox")), timeout=RPC_TIMEOUT)
+   req = pb.RunPodSandboxRequest()
+   (req.config.metadata.name, req.config.metadata.namespace,
+    req.config.metadata.uid) = ("stop", "default", "u")
+   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   pod = s.pods.get(pod_id)
+   held = []
+   try:
+      ctrs = []
+      for name in ("a", "b"):
+         cc = pb.ContainerConfig(command=["sleep", "300"])
+         cc.metadata.name = name
+         cc.image.image = "busybox"
+         cid = s.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=cc, sandbox_config=req.config),
+            timeout=RPC_TIMEOUT).container_id
+         s.runtime.StartContainer(pb.StartContainerRequest(
+            container_id=cid), timeout=RPC_TIMEOUT)
+         ctrs.append(cid)
+      pids = [s.ctrs.get(c).status["pid"] for c in ctrs]
+      os.kill(pod.keeper_pid, signal.SIGSTOP)
+      try:
+         # Fill its listen backlog: connections nobody accepts.
+         for _ in range(1000):
+            x = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            x.setblocking(False)
+            try:
+               x.connect(pod.sock)
+            except (BlockingIOError, InterruptedError):
+               x.close()
+               break
+            held.append(x)
+         calls = []
+         for i in range(100):
+            c = ctrs[i % 2]
+            calls.append([
+               lambda c=c: s.runtime.ExecSync(pb.ExecSyncRequest(
+                  container_id=c, cmd=["true"], timeout=2), timeout=60),
+               lambda c=c: s.runtime.ContainerStatus(
+                  pb.ContainerStatusRequest(container_id=c), timeout=60),
+               lambda c=c: s.runtime.StopContainer(pb.StopContainerRequest(
+                  container_id=c, timeout=1), timeout=60)][i % 3])
+         def one(f):
+            try:
+               f()
+               return "OK"
+            except grpc.RpcError as x:
+               return x.code().name
+         with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            codes = list(ex.map(one, calls))
+      finally:
+         os.kill(pod.keeper_pid, signal.SIGCONT)
+         for x in held:
+            x.close()
+      assert set(codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, codes
+      assert "UNAVAILABLE" in codes or "DEADLINE_EXCEEDED" in codes
+      for (c, pid) in zip(ctrs, pids):
+         st = s.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=c), timeout=RPC_TIMEOUT).status
+         assert st.state == pb.ContainerState.CONTAINER_RUNNING, c
+         assert st.finished_at == 0
+         os.kill(pid, 0)        # still there
+   finally:
+      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
+         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
