@@ -69,6 +69,10 @@ ctr_run () {
    [[ $output == *"not a device node"* ]]
    run ctr_create d2 c3 '"devices": [{"container_path": "/opt/x", "host_path": "/dev/zero", "permissions": "r"}]'
    [[ $status -ne 0 && $output == *"config.devices[0].container_path"* ]]
+   # Nothing given goes onto (or through) what /dev has of its own: a
+   # bind at /dev/stdin would land on whatever the process's fd 0 is.
+   run ctr_run d2 c4 '"devices": [{"container_path": "/dev/stdin", "host_path": "/dev/zero", "permissions": "r"}]'
+   [[ $status -ne 0 && $output == *"not a free path below /dev"* ]]
 }
 
 @test 'CDI: a vendor device by annotation, its env, nodes and mounts' {

@@ -24,6 +24,8 @@ STANDARD = ("null", "zero", "full", "random", "urandom", "tty")
 LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
          ("ptmx", "pts/ptmx"))
+# What we put in /dev ourselves: nothing given to a container goes there.
+OWN = set(STANDARD) | { n for (n, _) in LINKS } | { "pts", "shm" }
 
 
 ## Functions ##
@@ -85,14 +87,21 @@ def dev_make(stage, shm, binds=(), pts=None):
    nsmount.mount(shm, os.path.join(stage, "shm"), None, nsmount.MS_BIND, None)
    for (name, target) in LINKS:
       os.symlink(target, os.path.join(stage, name))
+   top = os.path.realpath(stage)
    for (src, dst) in binds:
       rel = os.path.normpath(dst).removeprefix("/dev/")
-      if (rel.startswith("..") or rel.startswith("/")):
-         raise OSError("not below /dev: %s" % dst)
+      target = os.path.join(stage, rel)
+      # Never through our links (fd, stdin, ptmx...) nor onto what we
+      # made: a bind at /dev/stdin would land on whatever fd 0 is.
+      if (rel.startswith(("..", "/")) or rel.split("/")[0] in OWN
+          or not os.path.realpath(os.path.dirname(target))
+                 .startswith(top)):
+         raise OSError("can't bind at %s: not a free path below /dev"
+                       % dst)
       if (os.path.isdir(src)):
-         os.makedirs(os.path.join(stage, rel), exist_ok=True)
-         nsmount.mount(src, os.path.join(stage, rel), None,
-                     nsmount.MS_BIND | nsmount.MS_REC, None)
+         os.makedirs(target, exist_ok=True)
+         nsmount.mount(src, target, None, nsmount.MS_BIND | nsmount.MS_REC,
+                       None)
       else:
-         node_bind(src, os.path.join(stage, rel))
+         node_bind(src, target)
    nsmount.mount(stage, "/dev", None, MS_MOVE, None)
