@@ -332,12 +332,8 @@ class Containers(ctrstart.Start_Path):
          return pb.ListContainersResponse(containers=self.list(f))
       with self.store.lock:
          ctrs = list(self.store.containers.values())
-      key = tuple((c.id_, c.state) for c in ctrs)
-      cached = self.list_cache
-      if (cached is None or cached[0] != key):
-         cached = self.list_cache = (key, pb.ListContainersResponse(
-            containers=[c.pb_short() for c in ctrs]))
-      return cached[1]
+      return st.answer_kept(self, ctrs, lambda cs:
+                            pb.ListContainersResponse(containers=cs))
 
    def exec_sync(self, id_, cmd, timeout):
       c = self.get(id_)

@@ -487,12 +487,8 @@ class Pods:
          return pb.ListPodSandboxResponse(items=self.list(f))
       with self.store.lock:
          pods = list(self.store.pods.values())
-      key = tuple((p.id_, p.state) for p in pods)
-      cached = self.list_cache
-      if (cached is None or cached[0] != key):
-         cached = self.list_cache = (key, pb.ListPodSandboxResponse(
-            items=[p.pb_short() for p in pods]))
-      return cached[1]
+      return st.answer_kept(self, pods, lambda ps:
+                            pb.ListPodSandboxResponse(items=ps))
 
    def status_info(self, pod):
       "Return the verbose info of PodSandboxStatus."

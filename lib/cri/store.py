@@ -42,6 +42,18 @@ log = misc.log
 
 ## Functions ##
 
+def answer_kept(holder, objs, make):
+   """Return make(list entries of objs), the answer to an unfiltered List*
+      call, as holder.list_cache keeps it: the same again while no object
+      came, went or changed state (the kubelet asks about twice a
+      second). objs have id_, state and pb_short()."""
+   key = tuple((o.id_, o.state) for o in objs)
+   cached = holder.list_cache
+   if (cached is None or cached[0] != key):
+      cached = holder.list_cache = (key, make([o.pb_short() for o in objs]))
+   return cached[1]
+
+
 def labels_match(labels, selector):
    """Return True if labels has every key/value of selector.
 
