@@ -10,6 +10,7 @@ import pytest
 
 import cri.keeper.client as kc
 import cri.sandbox
+import fake_charlie
 import fsutil
 
 from cri_api.v1 import api_pb2 as pb
@@ -31,22 +32,41 @@ def fds_of(pid):
    return sorted(out)
 
 
+def serve_busybox(serve):
+   "Return a served ch-cri (see conftest) with a busybox image pulled."
+   s = serve(registry={ "registry-1.docker.io/library/busybox:latest":
+                        fake_charlie.config_bytes(salt="busybox") })
+   s.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
+      image="busybox")), timeout=RPC_TIMEOUT)
+   return s
+
+
+def pod_run(s, name):
+   "Run pod name on served s; return (its ID, its config)."
+   req = pb.RunPodSandboxRequest()
+   (req.config.metadata.name, req.config.metadata.namespace,
+    req.config.metadata.uid) = (name, "default", "u")
+   return (s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id,
+           req.config)
+
+
+def pod_remove(s, pod_id):
+   "Stop and remove a pod: keepers outlive their ch-cri by design."
+   s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
+      pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+   s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
+      pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+
+
 ## Tests ##
 
 def test_failed_start_leaks_nothing(serve, root):
    s = serve()
-   req = pb.RunPodSandboxRequest()
-   (req.config.metadata.name, req.config.metadata.namespace,
-    req.config.metadata.uid) = ("p", "default", "u")
-   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   (pod_id, config) = pod_run(s, "p")
    try:
       failed_starts(s, root, pod_id)
    finally:
-      # Keepers outlive their ch-cri by design: remove the pod.
-      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
-      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      pod_remove(s, pod_id)
 
 
 def failed_starts(s, root, pod_id):
@@ -132,12 +152,7 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
    if (os.geteuid() != 0):
       pytest.skip("copies of mount trees need root")
    import cri.cgroups
-   import fake_charlie
-   busybox = fake_charlie.config_bytes(salt="busybox")
-   s = serve(registry={ "registry-1.docker.io/library/busybox:latest":
-                        busybox })
-   s.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
-      image="busybox")), timeout=RPC_TIMEOUT)
+   s = serve_busybox(serve)
    class Failing:
       usable = True
       def create(self, key, resources):
@@ -147,10 +162,7 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
       def remove(self, key):
          pass
    s.ctrs.cg = Failing()
-   req = pb.RunPodSandboxRequest()
-   (req.config.metadata.name, req.config.metadata.namespace,
-    req.config.metadata.uid) = ("cg", "default", "u")
-   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   (pod_id, config) = pod_run(s, "cg")
    try:
       host = fsutil.mkdirs(os.path.join(root, "host"))
       cc = pb.ContainerConfig(command=["sleep", "30"])
@@ -158,7 +170,7 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
       cc.image.image = "busybox"
       cc.mounts.add(container_path="/data", host_path=host)
       cid = s.runtime.CreateContainer(pb.CreateContainerRequest(
-         pod_sandbox_id=pod_id, config=cc, sandbox_config=req.config),
+         pod_sandbox_id=pod_id, config=cc, sandbox_config=config),
          timeout=RPC_TIMEOUT).container_id
       before = len(os.listdir("/proc/self/fd"))
       for _ in range(5):
@@ -169,10 +181,7 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
          assert "can't make cgroup" in ei.value.details()
       assert len(os.listdir("/proc/self/fd")) == before
    finally:
-      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
-      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      pod_remove(s, pod_id)
 
 
 def test_stopped_keeper_full_backlog_kills_nothing(serve, root, monkeypatch):
@@ -183,17 +192,9 @@ def test_stopped_keeper_full_backlog_kills_nothing(serve, root, monkeypatch):
    import concurrent.futures
    import signal
    import socket
-   import fake_charlie
    monkeypatch.setattr(kc, "CONNECT_WAIT", 1)
-   busybox = fake_charlie.config_bytes(salt="busybox")
-   s = serve(registry={ "registry-1.docker.io/library/busybox:latest":
-                        busybox })
-   s.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
-      image="busybox")), timeout=RPC_TIMEOUT)
-   req = pb.RunPodSandboxRequest()
-   (req.config.metadata.name, req.config.metadata.namespace,
-    req.config.metadata.uid) = ("stop", "default", "u")
-   pod_id = s.runtime.RunPodSandbox(req, timeout=RPC_TIMEOUT).pod_sandbox_id
+   s = serve_busybox(serve)
+   (pod_id, config) = pod_run(s, "stop")
    pod = s.pods.get(pod_id)
    held = []
    try:
@@ -203,7 +204,7 @@ def test_stopped_keeper_full_backlog_kills_nothing(serve, root, monkeypatch):
          cc.metadata.name = name
          cc.image.image = "busybox"
          cid = s.runtime.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=pod_id, config=cc, sandbox_config=req.config),
+            pod_sandbox_id=pod_id, config=cc, sandbox_config=config),
             timeout=RPC_TIMEOUT).container_id
          s.runtime.StartContainer(pb.StartContainerRequest(
             container_id=cid), timeout=RPC_TIMEOUT)
@@ -252,7 +253,4 @@ def test_stopped_keeper_full_backlog_kills_nothing(serve, root, monkeypatch):
          assert st.finished_at == 0
          os.kill(pid, 0)        # still there
    finally:
-      s.runtime.StopPodSandbox(pb.StopPodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
-      s.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(
-         pod_sandbox_id=pod_id), timeout=RPC_TIMEOUT)
+      pod_remove(s, pod_id)
