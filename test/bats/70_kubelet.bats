@@ -122,22 +122,32 @@ pods_json () {
    curl -fsS --max-time 5 "http://127.0.0.1:${ro_port}/pods"
 }
 
-# The kubelet's v1.Pod of static pod $1.
+# The kubelet's v1.Pod of static pod $1; fails when there is none (jq -e
+# succeeds on empty input, so every helper here checks for output).
 pod_get () {
-   pods_json | jq -e --arg n "${1}-${node}" \
-                    '.items[] | select(.metadata.name == $n)'
+   local all pod
+   all=$(pods_json) || return 1
+   pod=$(jq -c --arg n "${1}-${node}" \
+            '.items[] | select(.metadata.name == $n)' <<< "$all") || return 1
+   [[ -n $pod ]] && printf '%s\n' "$pod"
 }
 
-# The v1.ContainerStatus of container $2 of pod $1 (init containers too).
+# The v1.ContainerStatus of container $2 of pod $1 (init containers too);
+# fails when the kubelet reports none yet.
 ctr_get () {
-   pod_get "$1" | jq -e --arg c "$2" \
-      '[.status.containerStatuses[]?, .status.initContainerStatuses[]?]
-       | map(select(.name == $c)) | .[0] // empty'
+   local pod ctr
+   pod=$(pod_get "$1") || return 1
+   ctr=$(jq -c --arg c "$2" \
+            '[.status.containerStatuses[]?, .status.initContainerStatuses[]?]
+             | map(select(.name == $c)) | .[0] // empty' <<< "$pod") || return 1
+   [[ -n $ctr ]] && printf '%s\n' "$ctr"
 }
 
 # Succeed if jq filter $3 is true of container $2 of pod $1.
 ctr_p () {
-   ctr_get "$1" "$2" | jq -e "$3" > /dev/null
+   local ctr
+   ctr=$(ctr_get "$1" "$2") || return 1
+   jq -e "$3" <<< "$ctr" > /dev/null
 }
 
 # The pod's log directory, as the kubelet names it.
@@ -169,12 +179,15 @@ kubelet_logs () {  # pod container [query]
 
 # Succeed if jq filter $2 is true of pod $1.
 pod_p () {
-   pod_get "$1" | jq -e "$2" > /dev/null
+   local pod
+   pod=$(pod_get "$1") || return 1
+   jq -e "$2" <<< "$pod" > /dev/null
 }
 
 # Succeed if every container of pod $1 is ready.
 pod_ready_p () {
-   pod_get "$1" | jq -e '[.status.containerStatuses[].ready] | all' > /dev/null
+   pod_p "$1" '[.status.containerStatuses[]?.ready]
+               | length > 0 and all'
 }
 
 # Succeed if pod s7's host port serves nginx's page.
@@ -277,7 +290,7 @@ spec:
     volumeMounts: [{name: shared, mountPath: /data}]
 EOF
    wait_for 60 's2 running' ctr_p s2 reader '.state.running'
-   ctr_p s2 writer '.state.running'
+   wait_for 15 's2 writer running' ctr_p s2 writer '.state.running'
    log=$(pod_logs s2)/reader/0.log
    wait_for 15 'reader sees the writer' grep -q 'stdout F line 3$' "$log"
    # The volume is the kubelet's directory on the host.
