@@ -54,10 +54,25 @@ NVIDIA_HOOKS = { "create-symlinks": { "link": True },
                  "enable-cuda-compat": { "host-driver-version": False } }
 NVIDIA_HOOK_PROGRAMS = { "nvidia-cdi-hook", "nvidia-ctk" }
 
+# Where the host's ldconfig is looked for (update-ldcache runs it).
+LDCONFIG_PATHS = ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+
+# Hook names by when they run; the keeper runs the first two, in this
+# order, before the container's process starts (see hooks_plan()).
+HOOKS_BEFORE = ("prestart", "createRuntime", "createContainer")
+
+# Longest one hook (ldconfig included) may run, in seconds.
+HOOK_TIMEOUT = 30
+
 
 ## Globals ##
 
 log = misc.log
+
+# Settings from ch-cri's configuration ([cdi]; see configure()).
+spec_dirs = list(SPEC_DIRS)
+ldconfig = None    # the host's ldconfig; None: the first of LDCONFIG_PATHS
+oci_hooks = True   # run hooks that ch-cri does not emulate, as OCI hooks
 
 
 ## Exceptions ##
@@ -135,6 +150,106 @@ def hook_classify(hook):
 def hooks_classify(hooks):
    "Return hook_classify() of each hook in hooks, in order."
    return [hook_classify(h) for h in hooks]
+
+
+def configure(table):
+   """Take the settings of ch-cri's [cdi] configuration table (keys
+      spec_dirs, ldconfig, oci_hooks; all optional)."""
+   global spec_dirs, ldconfig, oci_hooks
+   spec_dirs = list(table.get("spec_dirs", SPEC_DIRS))
+   ldconfig = table.get("ldconfig") or None
+   oci_hooks = bool(table.get("oci_hooks", True))
+
+
+def ldconfig_find():
+   "Return the host's ldconfig to run for update-ldcache, or None."
+   for p in ([ldconfig] if ldconfig else LDCONFIG_PATHS):
+      if (os.path.isfile(p) and os.access(p, os.X_OK)):
+         return p
+   return None
+
+
+def hook_trusted(path):
+   """Return None if ch-cri may run hook program path (an executable
+      regular file that root or ch-cri's own user owns, which nobody else
+      may write, in a directory likewise), else why not."""
+   try:
+      for p in (path, os.path.dirname(path)):
+         st = os.stat(p)
+         if (st.st_uid not in (0, os.geteuid())):
+            return "%s is owned by uid %d" % (p, st.st_uid)
+         if (st.st_mode & 0o022):
+            return "%s is writable by group or others" % p
+   except OSError as x:
+      return "%s: %s" % (path, x.strerror)
+   if (not os.path.isfile(path) or not os.access(path, os.X_OK)):
+      return "%s is not an executable file" % path
+   return None
+
+
+def hooks_plan(hooks, ctr):
+   """Return what the keeper does for CDI hooks (dicts) of container ctr
+      (a name for logs), in the order it does it: ["symlinks", [[target,
+      link], ...]], ["cuda_compat", host driver version], ["ldcache",
+      {"ldconfig": host path, "folders": [...]}] for the NVIDIA hooks ch-cri
+      emulates, and ["oci", {"path", "args", "env", "timeout"}] for others
+      it runs as OCI hooks (state JSON on stdin). Hooks it does neither for
+      are logged, naming them, and left out. prestart and createRuntime
+      hooks come first, then createContainer ones; later hooks
+      (startContainer, poststart, poststop) are never run.
+
+      >>> hooks_plan([{"hookName": "createContainer",
+      ...    "path": "/usr/bin/nvidia-cdi-hook", "args": ["nvidia-cdi-hook",
+      ...    "create-symlinks", "--link", "libcuda.so.1::/l/libcuda.so"]}],
+      ...    "c")
+      [['symlinks', [['libcuda.so.1', '/l/libcuda.so']]]]
+   """
+   plan = list()
+   order = { n: i for (i, n) in enumerate(HOOKS_BEFORE) }
+   hooks = sorted(hooks, key=lambda h: order.get(h.get("hookName"),
+                                                 len(order)))
+   for (h, (op, info)) in zip(hooks, hooks_classify(hooks)):
+      words = " ".join([h.get("path", "?")] + (h.get("args") or [])[1:2])
+      if (h.get("hookName") not in order):
+         log.warning("container %s: CDI hook %s (%s) not run: ch-cri runs "
+                     "no hook once the container is created", ctr, words,
+                     h.get("hookName"))
+      elif (op == "create-symlinks"):
+         plan.append(["symlinks", [list(l) for l in info["link"]]])
+      elif (op == "enable-cuda-compat"):
+         if (info["host-driver-version"]):
+            plan.append(["cuda_compat", info["host-driver-version"]])
+      elif (op == "update-ldcache"):
+         prog = ldconfig_find()
+         if (prog is None):
+            log.warning("container %s: CDI hook %s not run: no ldconfig at "
+                        "%s (set [cdi] ldconfig)", ctr, words,
+                        " or ".join([ldconfig] if ldconfig
+                                    else LDCONFIG_PATHS))
+         else:
+            plan.append(["ldcache", { "ldconfig": prog,
+                                      "folders": info["folder"] }])
+      elif (os.path.basename(h.get("path", "")) in NVIDIA_HOOK_PROGRAMS):
+         # Its other hooks read an OCI bundle ch-cri does not have, or
+         # change what ch-cri's containers cannot (see ch-cri(1)).
+         log.info("container %s: CDI hook %s skipped (not needed by, or "
+                  "not possible in, a Charliecloud container)", ctr, words)
+      elif (not oci_hooks):
+         log.warning("container %s: CDI hook %s not run ([cdi] oci_hooks "
+                     "is off)", ctr, words)
+      else:
+         why = hook_trusted(h.get("path", ""))
+         if (why is not None):
+            log.warning("container %s: CDI hook %s not run: %s", ctr,
+                        words, why)
+            continue
+         plan.append(["oci", { "path": h["path"],
+                               "args": list(h.get("args") or [h["path"]]),
+                               "env": list(h.get("env") or []),
+                               "timeout": min(h.get("timeout")
+                                              or HOOK_TIMEOUT,
+                                              HOOK_TIMEOUT) }])
+   return plan
 
 
 def name_parse(qname):
@@ -257,14 +372,14 @@ def spec_parse(text, path):
 
 def specs_load(dirs=None):
    """Return a Cache of the devices in the CDI specs of dirs (default
-      SPEC_DIRS). A spec that cannot be read or is invalid is logged and
-      skipped; a missing directory is no error."""
+      spec_dirs, from the configuration). A spec that cannot be read or is
+      invalid is logged and skipped; a missing directory is no error."""
    cache = Cache()
    # A later directory has priority: a device it defines replaces the same
    # device of an earlier one, as in CDI's reference cache, so specs
    # generated at boot (/var/run/cdi) beat static ones (/etc/cdi). Two specs
    # in one directory defining the same device conflict: neither is used.
-   for d in (SPEC_DIRS if dirs is None else dirs):
+   for d in (spec_dirs if dirs is None else dirs):
       try:
          files = sorted(f for f in os.listdir(d) if f.endswith(SPEC_EXTS))
       except OSError as x:

@@ -17,6 +17,15 @@ CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset")
 # cgroup v2 controllers ch-cri enables for its cgroups, where available.
 CONTROLLERS_V2 = ("cpu", "cpuset", "memory", "pids", "io", "hugetlb")
 PARENT = "ch-cri"
+# What the cgroup v1 devices controller lets every (unprivileged) container
+# use, as runc does: mknod of any node (the file system decides where),
+# null, zero, full, random, urandom, tty, ptmx and the ptys; the devices it
+# was given are added to these.
+DEVICES_DEFAULT = (("c", "*", "*", "m"), ("b", "*", "*", "m"),
+                   ("c", 1, 3, "rwm"), ("c", 1, 5, "rwm"),
+                   ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"),
+                   ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"),
+                   ("c", 5, 2, "rwm"), ("c", 136, "*", "rwm"))
 # In a delegated cgroup v2 subtree, where ch-cri itself moves: a cgroup
 # with processes can't give its children controllers.
 SELF_LEAF = "ch-cri-server"
@@ -274,6 +283,9 @@ class Cgroups:
          if (missing):
             self.reason = ("no cgroup v1 hierarchy for %s under %s"
                            % (", ".join(missing), root))
+         elif (os.path.isfile(os.path.join(root, "devices",
+                                           "cgroup.procs"))):
+            self.controllers = CONTROLLERS + ("devices",)
       self.usable = self.reason is None
 
    def delegation_find(self, proc_cgroup):
@@ -370,14 +382,28 @@ class Cgroups:
       if (not set(self.controllers) <= have):
          file_write(p, enable)
 
-   def create(self, key, resources):
+   def create(self, key, resources, devices=None):
       """Make cgroup key with resources (may be None); return the
-         cgroup.procs files a process must join."""
+         cgroup.procs files a process must join. With devices (a list of
+         [type, major, minor, access]), a container's cgroup may use only
+         those and DEVICES_DEFAULT, where the cgroup v1 devices controller
+         is ours (v2 does this with eBPF programs: not done)."""
       for c in (["unified"] if self.v2 else self.controllers):
          self.mkdir(c, key)
       if (resources is not None):
          self.apply(key, resources)
+      if (devices is not None and "devices" in self.controllers):
+         self.devices_limit(key, devices)
       return [os.path.join(d, key, "cgroup.procs") for d in self.ctrl_dirs()]
+
+   def devices_limit(self, key, devices):
+      "Let cgroup key use only DEVICES_DEFAULT and devices (cgroup v1)."
+      d = self.dir_("devices", key)
+      file_write(os.path.join(d, "devices.deny"), "a")
+      for (type_, major, minor, access) in (list(DEVICES_DEFAULT)
+                                            + list(devices)):
+         file_write(os.path.join(d, "devices.allow"),
+                    "%s %s:%s %s" % (type_, major, minor, access))
 
    def apply(self, key, resources):
       if (self.v2):

@@ -19,11 +19,12 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
-             "streaming", "registry", "network", "metrics" }
+             "streaming", "registry", "network", "metrics", "cdi" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
                  "slirp4netns" }
+CDI_KEYS = { "spec_dirs", "ldconfig", "oci_hooks" }
 REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
                   "username", "password" }
 
@@ -72,6 +73,8 @@ def defaults():
                          "subnet": "10.85.0.0/16", "bridge": "chcri0",
                          "slirp4netns": "slirp4netns" },
             "registry": {},
+            "cdi": { "spec_dirs": ["/etc/cdi", "/var/run/cdi"],
+                     "ldconfig": None, "oci_hooks": True },
             "metrics": None }
 
 
@@ -140,6 +143,12 @@ def load(path, required):
                   ("subnet", str), ("bridge", str), ("slirp4netns", str)):
       if (k in n):
          cfg["network"][k] = typed(n, k, t, "network." + k)
+   d = typed(data, "cdi", dict, "cdi") if "cdi" in data else {}
+   unknown(d, CDI_KEYS, "cdi.")
+   for (k, t) in (("spec_dirs", list), ("ldconfig", str),
+                  ("oci_hooks", bool)):
+      if (k in d):
+         cfg["cdi"][k] = typed(d, k, t, "cdi." + k)
    regs = typed(data, "registry", dict, "registry") if "registry" in data \
           else {}
    for (name, r) in regs.items():
@@ -228,6 +237,12 @@ def validate(cfg):
       raise Config_Error("network.subnet: %s" % x)
    if (not all(isinstance(d, str) for d in cfg["network"]["cni_bin_dirs"])):
       raise Config_Error("network.cni_bin_dirs: must be strings")
+   if (not all(isinstance(d, str) and d.startswith("/")
+               for d in cfg["cdi"]["spec_dirs"])):
+      raise Config_Error("cdi.spec_dirs: must be absolute paths")
+   if (cfg["cdi"]["ldconfig"] is not None
+       and not cfg["cdi"]["ldconfig"].startswith("/")):
+      raise Config_Error("cdi.ldconfig: must be an absolute path")
    if (cfg["metrics"] is not None):
       metrics_parse(cfg["metrics"])
    for i in cfg["pinned_images"]:

@@ -23,6 +23,11 @@ INIT_PATH = "/.ch-cri-init"
 # The kernel's overflow group ("nogroup"), for a non-root user in group 0.
 OVERFLOW_GID = 65534
 
+# How long a keeper may take to start a container (seconds), and more for
+# one with CDI hooks (each bounded by cri.cdi.HOOK_TIMEOUT).
+START_LIMIT = 30
+HOOKS_LIMIT = 90
+
 
 ## Globals ##
 
@@ -86,7 +91,10 @@ class Start_Path:
          try:
             key = self.cg_key(c)
             procs = self.cg.create(key, c.resources
-                                   or c.config.linux.resources)
+                                   or c.config.linux.resources,
+                                   # (none in specs made before 0.4)
+                                   (None if privileged
+                                    else s.get("dev_rules")))
          except cgroups.Cgroup_Error as x:
             raise err.Invalid_Argument("config.linux.resources: %s" % x)
       try:
@@ -107,6 +115,9 @@ class Start_Path:
                (sec or {}).get("readonly", []),
                cri.security.READONLY_DEFAULT, privileged),
             pidns=s.get("pidns", "node"),
+            cdi_hooks=s.get("cdi_hooks") or None,
+            limit=(START_LIMIT + HOOKS_LIMIT if s.get("cdi_hooks")
+                   else START_LIMIT),
             pidns_target=s.get("pidns_target"),
             cgroups=procs,
             memcg=(self.cg.dir_("memory", key) if procs

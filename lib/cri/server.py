@@ -15,6 +15,7 @@ import grpc
 import charlie
 import fsutil
 import misc
+import cri.cdi
 import cri.cgroups
 import cri.cni
 import cri.config
@@ -78,6 +79,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
          log.warning("ch-run lacks options: %s", ", ".join(missing))
    p = Parts()
    p.ch = ch
+   cri.cdi.configure(cfg.get("cdi", {}))
    p.images = cri.images.Image_Store(
       ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],
       cfg["pinned_images"])

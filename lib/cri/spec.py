@@ -181,13 +181,17 @@ def make(ch, images, pod, config, image_id):
          log_path = os.path.join(pod.config.log_directory, config.log_path)
    (mounts, binds, mkpaths, dev_binds) = mounts_make(pod, config)
    mkpaths.append((cwd, "dir"))
-   dev_binds += cri.devices.devices_make(config)
+   (binds_given, dev_rules) = cri.devices.devices_make(config)
+   dev_binds += binds_given
    edits = cri.devices.cdi_make(config)
+   hooks = []
    if (edits is not None):
       env = env_add(env, edits["env"])
       dev_binds += edits["dev_binds"]
+      dev_rules += edits["rules"]
       mounts += edits["mounts"]
       groups += [g for g in edits["gids"] if g not in groups]
+      hooks = edits["hooks"]
    (pidns, pidns_target) = pidns_mode(config, pod)
    sec = cri.security.make(config)
    unapplied = security_unapplied(config)
@@ -201,7 +205,8 @@ def make(ch, images, pod, config, image_id):
             "stdin_once": config.stdin_once,
             "write": not config.linux.security_context.readonly_rootfs,
             "mounts": mounts, "binds": binds, "mkpaths": mkpaths,
-            "dev_binds": dev_binds,
+            "dev_binds": dev_binds, "dev_rules": dev_rules,
+            "cdi_hooks": hooks,
             "stop_signal": signal_parse(icfg.get("StopSignal")),
             "pidns": pidns, "pidns_target": pidns_target,
             "security": sec }

@@ -125,3 +125,76 @@ EOF
    [[ $status -ne 0 && $output == *InvalidArgument* ]]
    [[ $output == *"unresolvable CDI device ch-cri-test.example/dev=nope"* ]]
 }
+
+# The GPU node's real CDI spec (see ../shared/fixtures/cdi), its host paths
+# moved into a tree this test makes: what the spec asks for lands where it
+# says, for the device named, by NVIDIA_VISIBLE_DEVICES, and for no other.
+@test 'CDI: the H200 spec: 36 mounts, 4 nodes, env, emulated hooks' {
+   [[ $(id -u) -eq 0 ]] || skip "mknod of the spec's device nodes needs root"
+   command -v gcc > /dev/null || skip "gcc makes libcuda for ldconfig"
+   fixture=${BATS_TEST_DIRNAME}/../../../shared/fixtures/cdi/nvidia-h200.yaml
+   [[ -f $fixture ]] || fixture=/work/shared/fixtures/cdi/nvidia-h200.yaml
+   [[ -f $fixture ]] || skip "no CDI fixture (../shared/fixtures/cdi)"
+   mkdir -p /var/run/cdi
+   cdi=${cdi%.yaml}.json
+   "$PYTHON" "${BATS_TEST_DIRNAME}/../bin/cdi-fixture" "$fixture" \
+             "${work}/gpu" "$cdi" > "${work}/want"
+   chmod -R a+rX "${work}/gpu"
+   [[ $(grep -c '^mount ' "${work}/want") -eq 36 ]]
+   [[ $(grep -c '^node ' "${work}/want") -eq 4 ]]
+   pod_run d4
+   g=$(ctr_run d4 g '"annotations": {"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}')
+   e=$(ctr_run d4 e '"envs": [{"key": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]')
+   n=$(ctr_run d4 n '"envs": [{"key": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]')
+   # Every mount, at its container path, with its content; nosuid, nodev
+   # and read-only as the spec's options say.
+   mapfile -t mounts < <(sed -n 's/^mount //p' "${work}/want")
+   crictl exec "$g" ls -d "${mounts[@]}"
+   [[ $(crictl exec "$g" cat /usr/local/nvidia/bin/nvidia-smi) \
+      == "# /usr/local/nvidia/bin/nvidia-smi" ]]
+   crictl exec "$g" grep ' /usr/local/nvidia/bin/nvidia-smi ' /proc/mounts \
+      | grep -E ' ro,nosuid,nodev[, ]'
+   # The four device nodes, with the spec's numbers (stat prints hex).
+   while read -r _ path major minor; do
+      [[ $(crictl exec "$g" stat -c '%F %t:%T' "$path") \
+         == "$(printf 'character special file %x:%x' "$major" "$minor")" ]]
+   done < <(grep '^node ' "${work}/want")
+   crictl exec "$g" env | grep -qx NVIDIA_CTK_LIBCUDA_DIR=/usr/local/nvidia/lib64
+   crictl exec "$g" env | grep -qx NVIDIA_VISIBLE_DEVICES=void
+   # create-symlinks: every link; update-ldcache: libcuda's SONAME link
+   # and the container's cache naming it, its folder in ld.so.conf.d.
+   while read -r _ link target; do
+      [[ $(crictl exec "$g" readlink "$link") == "$target" ]]
+   done < <(grep '^link ' "${work}/want")
+   [[ $(crictl exec "$g" readlink /usr/local/nvidia/lib64/libcuda.so.1) \
+      == libcuda.so.580.159.04 ]]
+   crictl exec "$g" grep -q /usr/local/nvidia/lib64/libcuda.so.1 /etc/ld.so.cache
+   [[ $(crictl exec "$g" cat /etc/ld.so.conf.d/00-ch-cri-cdi.conf) \
+      == /usr/local/nvidia/lib64 ]]
+   # NVIDIA_VISIBLE_DEVICES=all (the device plugin's env strategy) gives
+   # the GPU too; "void" gives nothing, as no request does.
+   crictl exec "$e" stat -c %F /dev/nvidia0
+   run crictl exec "$n" ls /dev/nvidia0
+   [[ $status -ne 0 ]]
+   run crictl exec "$n" ls /usr/local/nvidia
+   [[ $status -ne 0 ]]
+}
+
+@test 'a host device reached through a volume is refused by the devices cgroup' {
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || skip "the devices cgroup needs a root ch-cri (cgroup v1)"
+   [[ -f /sys/fs/cgroup/devices/devices.allow ]] \
+      || skip "no cgroup v1 devices controller"
+   # FUSE's device (10:229): anyone may open it, unless the cgroup says no.
+   mknod "${work}/fuse" c 10 229
+   chmod 666 "${work}/fuse"
+   sh -c ": < ${work}/fuse"
+   pod_run d5
+   c=$(ctr_run d5 c "\"mounts\": [{\"container_path\": \"/mnt/fuse\", \"host_path\": \"${work}/fuse\"}]")
+   run crictl exec "$c" sh -c ': < /mnt/fuse'
+   echo "$output"
+   [[ $status -ne 0 && $output == *"Operation not permitted"* ]]
+   # Given as a device, it may be opened.
+   d=$(ctr_run d5 d "\"devices\": [{\"container_path\": \"/dev/fuse\", \"host_path\": \"${work}/fuse\", \"permissions\": \"rw\"}]")
+   crictl exec "$d" sh -c ': < /dev/fuse'
+}

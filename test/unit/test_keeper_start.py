@@ -155,7 +155,7 @@ def test_cgroup_failure_closes_mount_trees(serve, root):
    s = serve_busybox(serve)
    class Failing:
       usable = True
-      def create(self, key, resources):
+      def create(self, key, resources, devices=None):
          raise cri.cgroups.Cgroup_Error("can't make cgroup: test")
       def dir_(self, controller, key):
          return os.path.join(root, "no-cgroup", key)

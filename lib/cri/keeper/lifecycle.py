@@ -143,6 +143,11 @@ def premount_ops(merged, req):
       container's own cgroups. In /proc and /sys, read-only covers the
       mounts below too (binfmt_misc under /proc/sys, say)."""
    ops = []
+   if (req.get("cdi_hooks")):
+      # Once the root and its mounts are in place, before anything else
+      # (CDI's createContainer hooks run there too).
+      ops.append(("hooks", { "merged": merged, "plan": req["cdi_hooks"],
+                             "id_": req["id"], "bundle": req["dir"] }))
    if (req.get("dev")):
       # Its own /dev first: the masks below may name paths in it.
       ops.append(("dev", req["dev"]))
@@ -219,8 +224,11 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       nsmount.mount(None, dst, None, nsmount.MS_REC
                     | nsmount.PROPAGATION[m.get("propagation", "private")],
                     None)
-      if (m.get("ro")):
-         nsmount.bind_ro(dst)
+      flags = ((nsmount.MS_RDONLY if m.get("ro") else 0)
+               | (nsmount.MS_NOSUID if m.get("nosuid") else 0)
+               | (nsmount.MS_NODEV if m.get("nodev") else 0))
+      if (flags):
+         nsmount.bind_flags(dst, flags)
       if (m.get("rro")):
          for sub in nsmount.submounts(dst):
             nsmount.bind_ro(sub)

@@ -85,10 +85,18 @@ def umount_detach(path):
 
 
 def bind_ro(path):
-   """Make the bind mount at path read-only. A remount must repeat the
-      flags locked by a less privileged mount namespace (ST_KEEP)."""
-   mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY
-                           | (os.statvfs(path).f_flag & ST_KEEP), None)
+   "Make the bind mount at path read-only."
+   bind_flags(path, MS_RDONLY)
+
+
+def bind_flags(path, flags):
+   """Add flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) to the bind
+      mount at path. A remount must repeat the flags it has, those locked
+      by a less privileged mount namespace among them (ST_KEEP), and
+      read-only stays read-only."""
+   mount(None, path, None, MS_BIND | MS_REMOUNT | flags
+                           | (os.statvfs(path).f_flag
+                              & (ST_KEEP | MS_RDONLY)), None)
 
 
 def tree_clone(path):
@@ -145,13 +153,18 @@ def premounts_apply(ops):
       path) make it read-only; for ("rro", path) make it and every mount
       below it read-only; for ("cgroup", path) show, at each cgroup
       hierarchy mounted below path, only our own cgroup (read-only); for
-      ("dev", args) make the container's own /dev (devfs.dev_make(**args)).
-      Paths that do not exist are skipped."""
+      ("dev", args) make the container's own /dev (devfs.dev_make(**args));
+      for ("hooks", args) run CDI hooks (cdihooks.run(**args)). Paths that
+      do not exist are skipped."""
    for (kind, path) in ops:
       if (kind == "dev"):
          # The keeper's own module (it imports us): keeper side only.
          import devfs   # noqa: E402
          devfs.dev_make(**path)
+         continue
+      if (kind == "hooks"):
+         import cdihooks   # noqa: E402
+         cdihooks.run(**path)
          continue
       if (not os.path.lexists(path)):
          continue
