@@ -75,12 +75,20 @@ ctr_run () {
    [[ $status -ne 0 && $output == *"not a free path below /dev"* ]]
 }
 
-@test 'CDI: a vendor device by annotation, its env, nodes and mounts' {
+@test 'CDI: a vendor device by annotation, its env, nodes, mounts and hook' {
    [[ -w /var/run/cdi || ! -e /var/run/cdi ]] && [[ $(id -u) -eq 0 ]] \
       || skip "the test writes its vendor spec to /var/run/cdi as root"
-   mkdir -p /var/run/cdi "${work}/vlib"
+   mkdir -p /var/run/cdi "${work}/vlib" "${work}/hook" "${work}/rec"
    echo lib > "${work}/vlib/libvendor.so"
    chmod -R a+rX "${work}/vlib"
+   # A hook that records its arguments, environment and the state on its
+   # stdin (root's, in a directory root owns: ch-cri runs only those).
+   cat > "${work}/hook/record" <<EOF
+#!/bin/sh
+{ echo "args: \$*"; echo "env: \$VENDOR_HOOK"; cat; echo; } >> ${work}/rec/log
+EOF
+   chmod 755 "${work}/hook" "${work}/hook/record"
+   chmod 1777 "${work}/rec"
    cat > "$cdi" <<EOF
 cdiVersion: "0.6.0"
 kind: ch-cri-test.example/dev
@@ -97,6 +105,11 @@ devices:
         - hostPath: ${work}/vlib
           containerPath: /opt/vendor
           options: [ro, nosuid, nodev, bind]
+      hooks:
+        - hookName: createContainer
+          path: ${work}/hook/record
+          args: [record, createContainer, a]
+          env: [VENDOR_HOOK=yes]
   - name: b
     containerEdits:
       deviceNodes:
@@ -120,6 +133,14 @@ EOF
    [[ $status -ne 0 ]]
    run crictl exec "$n" ls /opt/vendor
    [[ $status -ne 0 ]]
+   # The hook ran once, for the container given the device, as an OCI
+   # hook; and nosuid, nodev as the mount's options say.
+   cat "${work}/rec/log"
+   [[ $(grep -c '^args: ' "${work}/rec/log") -eq 1 ]]
+   grep -qx 'args: createContainer a' "${work}/rec/log"
+   grep -qx 'env: yes' "${work}/rec/log"
+   grep -F "\"id\": \"${a}\"" "${work}/rec/log" | grep -q '"status": "creating"'
+   crictl exec "$a" grep ' /opt/vendor ' /proc/mounts | grep -q 'ro,nosuid,nodev'
    # A name no spec defines fails CreateContainer, named.
    run ctr_create d3 cx '"annotations": {"cdi.k8s.io/test": "ch-cri-test.example/dev=nope"}'
    [[ $status -ne 0 && $output == *InvalidArgument* ]]
