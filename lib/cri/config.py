@@ -19,7 +19,8 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
-             "streaming", "registry", "network", "metrics", "cdi" }
+             "streaming", "registry", "network", "metrics", "cdi",
+             "image_stores" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
@@ -65,6 +66,7 @@ def defaults():
             "log_level": "info",
             "cgroup_driver": "cgroupfs",
             "pinned_images": [],
+            "image_stores": [],
             "streaming": { "address": "127.0.0.1", "port": 0,
                            "token_ttl": 60, "idle_timeout": 4 * 3600,
                            "allow_remote": False },
@@ -130,6 +132,8 @@ def load(path, required):
    if ("pinned_images" in data):
       cfg["pinned_images"] = typed(data, "pinned_images", list,
                                    "pinned_images")
+   if ("image_stores" in data):
+      cfg["image_stores"] = typed(data, "image_stores", list, "image_stores")
    s = typed(data, "streaming", dict, "streaming") if "streaming" in data \
        else {}
    unknown(s, STREAMING_KEYS, "streaming.")
@@ -245,6 +249,9 @@ def validate(cfg):
       raise Config_Error("cdi.ldconfig: must be an absolute path")
    if (cfg["metrics"] is not None):
       metrics_parse(cfg["metrics"])
+   if (not all(isinstance(d, str) and d.startswith("/")
+               for d in cfg["image_stores"])):
+      raise Config_Error("image_stores: must be absolute paths")
    for i in cfg["pinned_images"]:
       try:
          imgref.parse(i)

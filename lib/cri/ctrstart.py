@@ -67,7 +67,7 @@ class Start_Path:
                               s["gid"], s["binds"] + binds, s["write"])
       if (sec is not None):
          mounts.append({ "src": self.init, "dst": INIT_PATH, "ro": True })
-      rootfs = { "lower": self.ch.image_path(c.image_id),
+      rootfs = { "lower": self.images.image_path(c.image_id),
                  "upper": os.path.join(c.dir_, "rootfs", "upper"),
                  "work": os.path.join(c.dir_, "rootfs", "work"),
                  "merged": merged }

@@ -12,6 +12,7 @@ import fsutil
 import imgref
 import misc
 import cri.errors as err
+import cri.imgstores as imgstores
 import cri.metrics as metrics
 
 from cri_api.v1 import api_pb2 as pb
@@ -55,9 +56,10 @@ def user_split(user):
 
 class Image:
    """One image in the index: ID (64 hex), tags ("name:tag"), digests
-      ("name@sha256:..."), size in bytes and inodes, the config's User."""
+      ("name@sha256:..."), size in bytes and inodes, the config's User;
+      store is the read-only image store it is in (None: ours)."""
 
-   __slots__ = ("id_", "tags", "digests", "size", "inodes", "user")
+   __slots__ = ("id_", "tags", "digests", "size", "inodes", "user", "store")
 
    def __init__(self, id_, tags=(), digests=(), size=0, inodes=0, user=""):
       self.id_ = id_
@@ -66,6 +68,7 @@ class Image:
       self.size = size
       self.inodes = inodes
       self.user = user
+      self.store = None
 
    def as_dict(self):
       return { "tags": self.tags, "digests": self.digests,
@@ -89,10 +92,14 @@ class Image_Store:
 
       self.lock guards self.images, self.by_ref, self.pulls and the index
       file. It is never held across a subprocess; it may be taken before
-      nothing else (a leaf)."""
+      nothing else (a leaf).
 
-   def __init__(self, ch, registries, state_dir, pinned=()):
+      Read-only image stores (paths in stores, see cri/imgstores.py) add
+      their images, after ours: an image ch-cri has itself is its own."""
+
+   def __init__(self, ch, registries, state_dir, pinned=(), stores=()):
       self.ch = ch
+      self.stores = [imgstores.Read_Store(p, Image) for p in stores]
       self.registries = registries
       self.path = os.path.join(state_dir, INDEX_FILE)
       self.pinned = { str(imgref.parse(p)) for p in pinned }
@@ -156,9 +163,28 @@ class Image_Store:
          because the ID is its hash)."""
       c = self.config_cache.get(id_)
       if (c is None):
-         (_, c) = self.ch.image_config(self.ch.image_path(id_))
+         (_, c) = self.ch.image_config(self.image_path(id_))
          self.config_cache[id_] = c
       return c
+
+   def image_path(self, id_):
+      """Return the directory of image id_: ours, or a store's if we do
+         not have it (ours, if nobody has it)."""
+      with self.lock:
+         if (id_ in self.images):
+            return self.ch.image_path(id_)
+      for s in self.stores:
+         if (s.get(id_) is not None):
+            return s.image_path(id_)
+      return self.ch.image_path(id_)
+
+   def store_find(self, id_=None, ref_text=None):
+      "Return the first store's Image with ID id_ or reference ref_text."
+      for s in self.stores:
+         img = s.get(id_) if id_ is not None else s.find_ref(ref_text)
+         if (img is not None):
+            return img
+      return None
 
    def find(self, text, field="image.image"):
       """Return the Image that text names (an ID, a tag, a digest
@@ -174,21 +200,27 @@ class Image_Store:
          if (id_ is not None and id_ in self.images):
             return self.images[id_]
       if (id_ is not None):
-         return None
+         return self.store_find(id_=id_)
       try:
          ref = imgref.parse(text)
       except imgref.Ref_Error as x:
          raise err.Invalid_Argument("%s: %s" % (field, x))
+      r = (ref.with_digest(ref.digest) if ref.digest is not None
+           else ref.tagged)
       with self.lock:
-         if (ref.digest is not None):
-            i = self.by_ref.get(ref.with_digest(ref.digest))
-         else:
-            i = self.by_ref.get(ref.tagged)
-         return self.images.get(i)
+         img = self.images.get(self.by_ref.get(r))
+      return img if img is not None else self.store_find(ref_text=r)
 
    def list(self):
       with self.lock:
-         return list(self.images.values())
+         out = list(self.images.values())
+      ids = { i.id_ for i in out }
+      for s in self.stores:
+         for img in s.list():
+            if (img.id_ not in ids):
+               out.append(img)
+               ids.add(img.id_)
+      return out
 
    def pinned_p(self, img):
       return any(t in self.pinned for t in img.tags)
@@ -209,6 +241,18 @@ class Image_Store:
          ref = imgref.parse(text)
       except imgref.Ref_Error as x:
          raise err.Invalid_Argument("image.image: %s" % x)
+      if (self.stores):
+         # A store's image is used as it is: no download at all. (A tag
+         # moved upstream is not noticed: the store's admin pulls again.)
+         img = self.store_find(ref_text=(ref.with_digest(ref.digest)
+                                         if ref.digest is not None
+                                         else ref.tagged))
+         if (img is not None):
+            with self.lock:
+               ours = img.id_ in self.images
+            if (not ours):
+               log.info("pull %s: in %s, not downloaded", ref, img.store)
+            return img.id_
       key = (str(ref), creds)
       with self.lock:
          p = self.pulls.get(key)
@@ -299,6 +343,10 @@ class Image_Store:
       img = self.find(text)
       if (img is None):
          return
+      if (img.store is not None):
+         raise err.Failed_Precondition(
+            "image sha256:%s is in the read-only image store %s; remove it "
+            "there (ch-cri store rm)" % (img.id_, img.store))
       by_tag = imgref.id_parse(text) is None and "@" not in text
       user = self.in_use(img.id_)
       if (user is not None and not (by_tag and len(img.tags) > 1)):
@@ -361,7 +409,9 @@ class Image_Servicer(pb_grpc.ImageServiceServicer):
          except FileNotFoundError:
             return pb.ImageStatusResponse()   # removed meanwhile
          info = { "imageSpec": spec,
-                  "storagePath": self.store.ch.image_path(img.id_) }
+                  "storagePath": self.store.image_path(img.id_) }
+         if (img.store is not None):
+            info["imageStore"] = img.store
          res.info["info"] = json.dumps(info, sort_keys=True)
       return res
 

@@ -82,7 +82,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    cri.cdi.configure(cfg.get("cdi", {}))
    p.images = cri.images.Image_Store(
       ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],
-      cfg["pinned_images"])
+      cfg["pinned_images"], cfg.get("image_stores", ()))
    p.images.load()
    p.state = cri.store.Store(cfg["state_dir"])
    p.monitor = cri.monitor.Monitor(p.state)

@@ -171,7 +171,7 @@ def make(ch, images, pod, config, image_id):
    env = env_merge(icfg.get("Env"), config.envs)
    cwd = config.working_dir or icfg.get("WorkingDir") or "/"
    path_check(cwd, "config.working_dir")
-   root = ch.image_path(image_id)
+   root = images.image_path(image_id)
    (uid, gid) = user_resolve(config, icfg.get("User") or "", root)
    groups = groups_resolve(config, uid, gid, root)
    log_path = ""

@@ -60,7 +60,7 @@ class Served:
       runtime are the stubs; store and ch the objects behind them."""
 
    def __init__(self, root, registry=None, table=None, pinned=(),
-                cgroup_driver="cgroupfs", ch=None, n=0):
+                cgroup_driver="cgroupfs", ch=None, n=0, stores=()):
       self.root = root
       self.storage = os.path.join(root, "storage")
       self.state = fsutil.mkdirs(os.path.join(root, "state"))
@@ -68,7 +68,8 @@ class Served:
       cfg = cri.config.defaults()
       cfg.update(state_dir=self.state, storage_dir=self.storage,
                  registry=table or {}, pinned_images=list(pinned),
-                 cgroup_driver=cgroup_driver, config=None)
+                 cgroup_driver=cgroup_driver, config=None,
+                 image_stores=list(stores))
       # No pod network (loopback only) and no cgroups: CNI and cgroup
       # directories that do not exist, so the host's stay untouched.
       cfg["network"].update(cni_conf_dir=os.path.join(root, "cni-none"),

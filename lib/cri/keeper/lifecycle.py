@@ -5,6 +5,7 @@ import errno
 import os
 import selectors
 import signal
+import stat
 import time
 
 import devfs
@@ -21,6 +22,10 @@ from state import (READ_SIZE, Container, container_get, containers, sel,
 
 # Longest a start waits for ch-run to exec the command (seconds).
 START_EXEC_WAIT = 5
+
+# Directories a container may write in even when its image is someone
+# else's (see upper_prepare()).
+WRITABLE_DIRS = ("/tmp", "/var/tmp")
 
 
 ## Functions ##
@@ -180,6 +185,39 @@ def pidns_of(mode, target):
    return None
 
 
+def upper_prepare(lower, upper, paths):
+   """For each path (inside the container), make the directories on the
+      way to it in the writable layer upper, with the image's modes, where
+      the image (lower) has them owned by an ID unmapped here: an image of
+      a read-only store that another user owns, run by an unprivileged
+      ch-cri. The overlay then shows those directories as ours, so the
+      files and mount points ch-cri adds can be made (a copy-up of a
+      directory whose owner we cannot map fails). Call before the overlay
+      is mounted."""
+   try:
+      with open("/proc/sys/kernel/overflowuid") as fp:
+         overflow = int(fp.read())
+   except (OSError, ValueError):
+      overflow = 65534
+   for path in paths:
+      parts = [p for p in os.path.dirname(os.path.normpath("/" + path))
+                                .split("/") if p]
+      for i in range(len(parts)):
+         rel = os.path.join(*parts[:i + 1])
+         try:
+            st = os.lstat(os.path.join(lower, rel))
+         except OSError:
+            break
+         if (not stat.S_ISDIR(st.st_mode)):
+            break      # a symlink: the container resolves it
+         if (st.st_uid != overflow):
+            continue
+         up = os.path.join(upper, rel)
+         if (not os.path.lexists(up)):
+            os.mkdir(up)
+            os.chmod(up, stat.S_IMODE(st.st_mode))
+
+
 def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
    merged = rootfs["merged"]
    c.merged = merged
@@ -192,6 +230,10 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       if (not mounted_p(lower)):
          nsmount.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
    if (not mounted_p(merged)):
+      upper_prepare(lower, rootfs["upper"],
+                    [p for (p, _) in mkpaths]
+                    + [m["dst"] for m in mounts if not m.get("stage")]
+                    + [d + "/." for d in WRITABLE_DIRS])
       nsmount.mount("overlay", merged, "overlay", 0,
                     "lowerdir=%s,upperdir=%s,workdir=%s"
                     % (lower, rootfs["upper"], rootfs["work"]))
