@@ -162,10 +162,13 @@ class Containers(ctrstart.Start_Path):
          return None
 
    def image_user(self, image_id):
-      "Return the ID of a container using image image_id, or None."
+      """Return the ID of a container using image image_id (as its image or
+         as an image volume), or None."""
       with self.store.lock:
          for c in self.store.containers.values():
-            if (c.image_id == image_id):
+            if (c.image_id == image_id
+                or any(m.get("image_id") == image_id
+                       for m in (c.spec or {}).get("mounts", ()))):
                return c.id_
       return None
 

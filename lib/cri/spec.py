@@ -6,6 +6,7 @@ import signal
 
 import misc
 import cri.devices
+import cri.keeper.logio
 import cri.errors as err
 import cri.security
 
@@ -179,7 +180,7 @@ def make(ch, images, pod, config, image_id):
       log_path_check(config.log_path)
       if (pod.config.log_directory):
          log_path = os.path.join(pod.config.log_directory, config.log_path)
-   (mounts, binds, mkpaths, dev_binds) = mounts_make(pod, config)
+   (mounts, binds, mkpaths, dev_binds) = mounts_make(pod, config, images)
    mkpaths.append((cwd, "dir"))
    (binds_given, dev_rules) = cri.devices.devices_make(config)
    dev_binds += binds_given
@@ -289,10 +290,36 @@ def groups_resolve(config, uid, gid, root):
    return sorted(set(out), key=out.index)
 
 
-def mounts_make(pod, config):
+def image_volume(images, m, f, dst):
+   """Return the keeper mount of image volume m (field f) at dst: the
+      image's tree (ours or a store's), or its image_sub_path, read-only
+      whatever the request says. The kubelet pulls the image first."""
+   if (images is None):
+      raise err.Unimplemented("%s.image: no image store here" % f)
+   img = images.find(m.image.image, f + ".image.image")
+   if (img is None):
+      raise err.Not_Found("%s.image.image: image %s not found (pull it "
+                          "first)" % (f, m.image.image))
+   src = images.image_path(img.id_)
+   sub = getattr(m, "image_sub_path", "")
+   if (sub):
+      parts = sub.split("/")
+      if (sub.startswith("/") or ".." in parts or "\0" in sub):
+         raise err.Invalid_Argument("%s.image_sub_path: %r must be a "
+                                    "relative path without .." % (f, sub))
+      # Resolved as inside the image: a symlink there leads nowhere else.
+      src = cri.keeper.logio.path_in_root(src, sub)
+      if (not os.path.exists(src)):
+         raise err.Invalid_Argument("%s.image_sub_path: %s is not in image "
+                                    "%s" % (f, sub, m.image.image))
+   return { "src": src, "dst": dst, "ro": True, "rro": True,
+            "propagation": "private", "image_id": img.id_ }
+
+
+def mounts_make(pod, config, images=None):
    """Return (keeper mounts, ch-run binds, paths to create, binds into the
-      container's own /dev) for the request's mounts and the pod's /etc
-      files."""
+      container's own /dev) for the request's mounts (image volumes from
+      images) and the pod's /etc files."""
    mounts = []
    binds = []
    mkpaths = []
@@ -301,8 +328,16 @@ def mounts_make(pod, config):
    for (i, m) in enumerate(config.mounts):
       f = "config.mounts[%d]" % i
       path_check(m.container_path, f + ".container_path")
-      path_check(m.host_path, f + ".host_path")
       dst = os.path.normpath(m.container_path)
+      if (m.HasField("image") and m.image.image):
+         if (dst in ("/dev", "/proc", "/sys")
+             or dst.startswith(("/dev/", "/proc/", "/sys/"))):
+            raise err.Invalid_Argument("%s.container_path: %s can't hold "
+                                       "an image volume" % (f, dst))
+         targets.add(dst)
+         mounts.append(image_volume(images, m, f, dst))
+         continue
+      path_check(m.host_path, f + ".host_path")
       if (m.propagation == pb.MountPropagation.PROPAGATION_BIDIRECTIONAL):
          raise err.Invalid_Argument(
             "%s.propagation: PROPAGATION_BIDIRECTIONAL is impossible: mounts "
@@ -316,9 +351,6 @@ def mounts_make(pod, config):
                                     "propagation PROPAGATION_PRIVATE "
                                     "(later submounts would be writable)"
                                     % f)
-      if (m.HasField("image") and m.image.image):
-         raise err.Unimplemented("%s.image: image volumes are not "
-                                 "supported" % f)
       if (m.selinux_relabel):
          log.info("%s: SELinux relabel ignored (no SELinux)", f)
       if (dst == "/dev"):

@@ -205,3 +205,35 @@ CONTAINER_DELETED_EVENT"
       [[ $ws -gt 0 ]]
    fi
 }
+
+@test 'an image volume: another image read-only at a path, or its sub path' {
+   vol=docker.io/library/busybox:latest
+   crictl pull "$vol" > /dev/null
+   pod_json iv > "${work}/pod.json"
+   pod=$(crictl runp "${work}/pod.json")
+   ctr_config iv pods "{\"mounts\": [{\"container_path\": \"/iv\", \"image\": {\"image\": \"${vol}\"}}, {\"container_path\": \"/iv-etc\", \"image\": {\"image\": \"${vol}\"}, \"image_sub_path\": \"etc\"}]}" \
+              sleep 600 > "${work}/iv.json"
+   c=$(crictl create "$pod" "${work}/iv.json" "${work}/pod.json")
+   crictl start "$c" > /dev/null
+   crictl exec "$c" test -x /iv/bin/busybox
+   crictl exec "$c" test -f /iv-etc/passwd
+   # Read-only whatever the request says; the image itself untouched.
+   run crictl exec "$c" touch /iv/x
+   [[ $status -ne 0 && $output == *"Read-only file system"* ]]
+   # In use: the kubelet's image garbage collection can't take it away.
+   run crictl rmi "$vol"
+   [[ $status -ne 0 && $output == *"is used by container"* ]]
+   # Bad requests, by field.
+   for bad in '"image_sub_path": "../x"' '"image_sub_path": "nope"'; do
+      ctr_config iv2 pods "{\"mounts\": [{\"container_path\": \"/iv\", \"image\": {\"image\": \"${vol}\"}, ${bad}}]}" \
+                 sleep 1 > "${work}/iv2.json"
+      run crictl create "$pod" "${work}/iv2.json" "${work}/pod.json"
+      [[ $status -ne 0 && $output == *InvalidArgument* ]]
+      [[ $output == *"config.mounts[0].image_sub_path"* ]]
+   done
+   ctr_config iv3 pods '{"mounts": [{"container_path": "/iv", "image": {"image": "docker.io/library/not-pulled:1"}}]}' \
+              sleep 1 > "${work}/iv3.json"
+   run crictl create "$pod" "${work}/iv3.json" "${work}/pod.json"
+   [[ $status -ne 0 && $output == *NotFound* ]]
+   [[ $output == *"config.mounts[0].image.image"* ]]
+}
