@@ -5,8 +5,12 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -48,6 +52,10 @@ LOCK_WAIT = 30
 PULL_TIMEOUT = 3600
 QUICK_TIMEOUT = 60
 
+# The worker that runs Charliecloud's library in-process (cri/chworker.py).
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cri",
+                      "chworker.py")
+
 
 ## Globals ##
 
@@ -87,6 +95,93 @@ def version_parse(text):
 
 ## Classes ##
 
+class Worker:
+   """ch-cri's side of cri/chworker.py: a long-lived process that imports
+      Charliecloud's library (libdir) once and runs each image operation
+      in a forked child. One operation at a time (self.lock); a worker
+      that died is started again at the next one."""
+
+   def __init__(self, python, libdir, bindir, env, storage):
+      # storage: only to name the worker in ps (it serves any storage).
+      self.argv = [python, "-I", WORKER, libdir, bindir, storage]
+      self.env = env
+      self.proc = None
+      self.buf = b""
+      self.version = None
+      self.lock = threading.Lock()
+
+   def start(self):
+      "Start the worker; raise Charliecloud_Error if it can't load."
+      self.stop()
+      self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=self.env,
+                                   stderr=subprocess.DEVNULL, bufsize=0,
+                                   start_new_session=True)
+      self.buf = b""
+      hello = self.reply(QUICK_TIMEOUT)
+      if (not hello.get("ok")):
+         self.stop()
+         raise Charliecloud_Error("Charliecloud's library: %s"
+                                  % hello.get("error"))
+      self.version = hello.get("version")
+
+   def stop(self):
+      if (self.proc is not None):
+         try:
+            self.proc.kill()
+            self.proc.wait()
+         except OSError:
+            pass
+         for f in (self.proc.stdin, self.proc.stdout):
+            f.close()
+      self.proc = None
+
+   def reply(self, timeout):
+      """Return the worker's next reply; raise Charliecloud_Error if it
+         gives none within timeout seconds, or exits."""
+      deadline = time.monotonic() + timeout
+      fd = self.proc.stdout.fileno()
+      while b"\n" not in self.buf:
+         left = deadline - time.monotonic()
+         if (left <= 0 or not select.select([fd], [], [], left)[0]):
+            raise TimeoutError()
+         data = os.read(fd, 65536)
+         if (not data):
+            raise Charliecloud_Error("Charliecloud worker exited")
+         self.buf += data
+      (line, self.buf) = self.buf.split(b"\n", 1)
+      return json.loads(line)
+
+   def run(self, op, storage, env=None, args=None, timeout=PULL_TIMEOUT):
+      """Run op ("pull", "init") on storage with environment changes env
+         ({name: value, or None to unset}) and args; return (exit status,
+         its output). A run over timeout seconds is killed (exit status
+         -9)."""
+      with self.lock:
+         if (self.proc is None or self.proc.poll() is not None):
+            self.start()
+         (fd, log_path) = tempfile.mkstemp(prefix="ch-cri-worker.")
+         os.close(fd)
+         try:
+            req = { "op": op, "storage": storage, "log": log_path,
+                    "env": env or {}, "args": args or {} }
+            try:
+               self.proc.stdin.write((json.dumps(req) + "\n").encode())
+               pid = self.reply(QUICK_TIMEOUT)["pid"]
+            except (OSError, TimeoutError, KeyError) as x:
+               self.stop()
+               raise Charliecloud_Error("Charliecloud worker: %r" % x)
+            try:
+               rc = self.reply(timeout)["rc"]
+            except TimeoutError:
+               os.kill(pid, signal.SIGKILL)
+               rc = self.reply(QUICK_TIMEOUT)["rc"]
+            with open(log_path, errors="replace") as fp:
+               return (rc, fp.read())
+         finally:
+            os.unlink(log_path)
+
+
 class Charliecloud:
    """Charliecloud as ch-cri sees it: where its commands are, which version
       and features they have, and one storage directory.
@@ -106,6 +201,21 @@ class Charliecloud:
       self.run_features = dict()
       self.image_version = None
       self.setpriv = shutil.which("setpriv")
+      self.worker = None     # a Worker, once check() found the library
+      self.libdir = self.libdir_find()
+
+   def libdir_find(self):
+      """Return Charliecloud's Python library directory (PREFIX/lib/
+         charliecloud beside PREFIX/bin/ch-run, or beside ch-image), or
+         None."""
+      for cmd in (self.ch_run, self.ch_image):
+         if (cmd is None):
+            continue
+         d = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.realpath(cmd))), "lib", "charliecloud")
+         if (os.path.isfile(os.path.join(d, "charliecloud.py"))):
+            return d
+      return None
 
    @property
    def dlcache_dir(self):
@@ -142,10 +252,23 @@ class Charliecloud:
       if (self.ch_run is None):
          raise Charliecloud_Error("ch-run not found on $PATH; install "
                                   "Charliecloud >= %d.%d" % VERSION_MIN)
-      if (self.ch_image is None):
-         raise Charliecloud_Error("ch-image not found on $PATH; install "
-                                  "Charliecloud's builders (Debian: "
-                                  "charliecloud-builders)")
+      if (self.libdir is not None):
+         # Charliecloud's library, in our worker (no ch-image needed).
+         w = Worker(self.python, self.libdir,
+                    os.path.dirname(os.path.realpath(self.ch_run)),
+                    self.env(), self.storage)
+         try:
+            w.start()
+            self.worker = w
+            self.image_version = w.version
+         except Charliecloud_Error as x:
+            if (self.ch_image is None):
+               raise Charliecloud_Error("%s (%s)" % (x, self.libdir))
+            log.warning("%s (%s); using ch-image instead", x, self.libdir)
+      if (self.worker is None and self.ch_image is None):
+         raise Charliecloud_Error("Charliecloud's Python library not found "
+                                  "beside %s (Debian: charliecloud-common), "
+                                  "nor ch-image" % self.ch_run)
       try:
          cp = misc.cmd_run([self.ch_run, "--version"], QUICK_TIMEOUT,
                            env=self.env())
@@ -158,6 +281,8 @@ class Charliecloud:
          help_ = cp.stdout + cp.stderr
          self.run_features = { k: (v in help_)
                                for (k, v) in RUN_OPTIONS.items() }
+         if (self.worker is not None):
+            return   # its children check dependencies as ch-image does
          cp = misc.cmd_run([self.python, self.ch_image, "--version"],
                            QUICK_TIMEOUT, env=self.env())
          self.image_version = (cp.stdout + cp.stderr).strip()
@@ -220,6 +345,11 @@ class Charliecloud:
                     CH_IMAGE_PASSWORD=password or "")
       if (ca_file is not None):
          env["REQUESTS_CA_BUNDLE"] = ca_file
+      # The same, as changes to the worker's environment.
+      changes = dict({ "CH_IMAGE_USERNAME": None, "CH_IMAGE_PASSWORD": None },
+                     **env)
+      if (not tls_verify):
+         changes.update(REQUESTS_CA_BUNDLE=None, CURL_CA_BUNDLE=None)
       env = self.env(env)
       args = ["pull"]
       if (not tls_verify):
@@ -233,14 +363,16 @@ class Charliecloud:
       try:
          with self.lock:
             fsutil.file_write_atomic(self.marker, b"")
-            cp = self.image_run(argv, timeout, env)
-            if (cp.returncode == 0):
+            (rc, out) = self.image_op(
+               "pull", { "source_ref": src_ref, "dest_ref": tmp_ref,
+                         "arch": arch, "tls_no_verify": not tls_verify },
+               changes, argv, env, timeout)
+            if (rc == 0):
                os.unlink(self.marker)
-         if (cp.returncode != 0):
-            out = cp.stdout + cp.stderr
+         if (rc != 0):
             nf = bool(re.search(r"not in registry|no such image|"
                                 r"MANIFEST_UNKNOWN|NAME_UNKNOWN", out))
-            raise Pull_Error("ch-image pull %s: %s"
+            raise Pull_Error("pull %s: %s"
                              % (src_ref, misc.stderr_tail(out)), nf)
          (data, config) = self.image_config(tmp_path)
          id_ = hashlib.sha256(data).hexdigest()
@@ -259,6 +391,25 @@ class Charliecloud:
       finally:
          fsutil.rmtree(tmp_path)
          self.pull_files_remove(tmp_dir)
+
+   def image_op(self, op, args, changes, argv, env, timeout):
+      """Run image operation op: in the worker (with args and environment
+         changes), else as ch-image argv with environment env. Return (exit
+         status, output), retrying for a while if another process holds the
+         storage lock."""
+      if (self.worker is None):
+         cp = self.image_run(argv, timeout, env)
+         return (cp.returncode, cp.stdout + cp.stderr)
+      deadline = time.monotonic() + LOCK_WAIT
+      while True:
+         (rc, out) = self.worker.run(op, self.storage, changes, args,
+                                     timeout)
+         if (rc == 0 or "lock" not in out.lower()
+             or time.monotonic() > deadline):
+            return (rc, out)
+         log.info("storage %s locked by another process; retrying",
+                  self.storage)
+         time.sleep(0.5)
 
    def image_run(self, argv, timeout, env):
       """Run ch-image argv, retrying for a while if another process holds
@@ -399,11 +550,11 @@ class Charliecloud:
       fsutil.mkdirs(os.path.dirname(self.storage), 0o755)
       try:
          with self.lock:
-            cp = self.image_run(self.image_argv("list"), QUICK_TIMEOUT,
-                                self.env())
-         if (cp.returncode != 0):
-            raise misc.Command_Error(["ch-image"], misc.stderr_tail(
-               cp.stdout + cp.stderr))
+            (rc, out) = self.image_op("init", {}, {},
+                                      self.image_argv("list"), self.env(),
+                                      QUICK_TIMEOUT)
+         if (rc != 0):
+            raise misc.Command_Error(["ch-image"], misc.stderr_tail(out))
       except misc.Command_Error as x:
          raise Charliecloud_Error("can't initialise storage %s: %s"
                                   % (self.storage, x))

@@ -72,8 +72,11 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
          ch.storage_init()
       except (charlie.Charliecloud_Error, OSError) as x:
          raise Start_Error(str(x))
-      log.info("Charliecloud: ch-run %s, ch-image %s, storage %s",
-               ch.version, ch.image_version, ch.storage)
+      log.info("Charliecloud: ch-run %s, images by %s %s, storage %s",
+               ch.version,
+               ("its library in our worker, from %s," % ch.libdir
+                if ch.worker is not None else "ch-image"),
+               ch.image_version, ch.storage)
       missing = [k for (k, v) in ch.run_features.items() if not v]
       if (missing):
          log.warning("ch-run lacks options: %s", ", ".join(missing))
@@ -145,6 +148,8 @@ def info_of(cfg, version, ch, net, cg, init):
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
                               "ch_image": ch.ch_image,
                               "ch_image_version": ch.image_version,
+                              "library": (ch.libdir if ch.worker is not None
+                                          else None),
                               "run_features": ch.run_features,
                               "storage": ch.storage },
             "euid": os.geteuid(),

@@ -125,3 +125,21 @@ teardown () {
    [[ ${#files[@]} -ge 10 ]]   # the search finds them at all
    shellcheck -x "${files[@]}"
 }
+
+@test 'the set-up installs no container daemon (Docker, containerd, Buildah)' {
+   command -v apt-cache > /dev/null || skip "not a Debian system"
+   mapfile -t pkgs < <("${top}/misc/install-deps" --print-packages)
+   [[ ${#pkgs[@]} -gt 5 ]]
+   closure () {
+      apt-cache depends --recurse --no-recommends --no-suggests \
+                --no-conflicts --no-breaks --no-replaces --no-enhances "$@" \
+         | grep -v '^ ' | sort -u
+   }
+   deps=$(closure "${pkgs[@]}")
+   grep -qx charliecloud-runtime <<< "$deps"
+   for p in docker.io containerd runc buildah podman charliecloud-builders; do
+      ! grep -qx "$p" <<< "$deps"
+   done
+   # The check sees them where they are: ch-image's package brings them.
+   grep -qx docker.io <<< "$(closure charliecloud-builders)"
+}

@@ -26,12 +26,14 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
       sleep "$delay"
       server_stop "$d" KILL
       wait || true
-      # The killed server's ch-image dies with it (setpriv --pdeathsig).
+      # The killed server's Charliecloud worker and its pull die with it
+      # (PR_SET_PDEATHSIG; setpriv --pdeathsig for ch-image).
       for (( i = 0; i < 50; i++ )); do
-         pgrep -f "ch-image -s ${d}/storage" >/dev/null || break
+         pgrep -f "(chworker.py .*|ch-image -s )${d}/storage" >/dev/null \
+            || break
          sleep 0.1
       done
-      ! pgrep -f "ch-image -s ${d}/storage"
+      ! pgrep -f "(chworker.py .*|ch-image -s )${d}/storage"
       server_start "$d"
       crictl images > /dev/null
       # No half image: either the pull finished (complete and listed) or
@@ -43,8 +45,11 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
       done
       server_stop "$d" TERM
    done
-   # Charliecloud itself still reads the storage.
-   USER=$(id -un) "$PYTHON" "$(command -v ch-image)" -s "${d}/storage" list
+   # Charliecloud itself still reads the storage (ch-image, if installed:
+   # ch-cri needs only Charliecloud's library).
+   if command -v ch-image > /dev/null; then
+      USER=$(id -un) "$PYTHON" "$(command -v ch-image)" -s "${d}/storage" list
+   fi
    # And a pull after all that works and gives the right image.
    server_start "$d"
    crictl pull "$img"
@@ -59,4 +64,38 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
    server_start "$d"
    [[ $(crictl inspecti registry.k8s.io/pause:3.9 | jq -r .status.id) == "$id" ]]
    [[ $(crictl inspecti "$id" | jq -r '.status.repoTags[0]') == registry.k8s.io/pause:3.9 ]]
+}
+
+@test 'SIGKILL of a pull in the Charliecloud worker: an error, nothing left' {
+   server_start "$d"
+   worker=$(pgrep -f "chworker.py .*${d}/storage" | head -n 1)
+   [[ -n $worker ]]
+   killed=
+   for (( try = 0; try < 10; try++ )); do
+      crictl rmi "$img" 2>/dev/null || true
+      crictl pull "$img" > "${d}/pull.out" 2>&1 &
+      # The pull is a forked child of the worker: kill it once it runs.
+      for (( i = 0; i < 400; i++ )); do
+         kid=$(pgrep -P "$worker" | head -n 1)
+         if [[ -n $kid ]]; then
+            kill -KILL "$kid" && killed=yes
+            break
+         fi
+         sleep 0.005
+      done
+      wait "$!" || true
+      [[ -n $killed ]] && break
+   done
+   [[ -n $killed ]]
+   cat "${d}/pull.out"
+   # A clean error, not INTERNAL; no half image; the same worker goes on.
+   ! grep -q Internal "${d}/pull.out"
+   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   [[ $(pgrep -f "chworker.py .*${d}/storage" | head -n 1) == "$worker" ]]
+   crictl pull "$img"
+   # A killed worker is started again at the next pull.
+   kill -KILL "$worker"
+   crictl rmi "$img"
+   crictl pull "$img"
+   [[ $(pgrep -f "chworker.py .*${d}/storage" | head -n 1) != "$worker" ]]
 }

@@ -14,6 +14,11 @@ import deps
 LIB = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..",
                                     "lib"))
 
+# Charliecloud's own library (a system package, not pip's), which only the
+# Charliecloud worker imports.
+CHARLIECLOUD = ({ "charliecloud", "build_cache", "filesystem", "pull",
+                  "version" }, os.path.join("cri", "chworker.py"))
+
 
 ## Functions ##
 
@@ -41,8 +46,11 @@ def imports_third_party():
                continue
             for n in names:
                top = n.split(".")[0]
+               rel = os.path.relpath(path, LIB)
+               if (top in CHARLIECLOUD[0] and rel == CHARLIECLOUD[1]):
+                  continue
                if (top not in sys.stdlib_module_names and top not in ours):
-                  out.setdefault(top, os.path.relpath(path, LIB))
+                  out.setdefault(top, rel)
    return out
 
 

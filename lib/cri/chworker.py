@@ -1,0 +1,160 @@
+# ch-cri's Charliecloud worker: a long-lived process that imports
+# Charliecloud's own Python library once and runs its image operations
+# (pull, storage initialisation) the way ch-image does, each in a forked
+# child: no interpreter start and no library import per pull, and no
+# ch-image command needed (Debian's charliecloud-builders, which holds it,
+# drags in Docker and Buildah).
+#
+# Run as a script, isolated (python3 -I), never imported by ch-cri: its
+# module path is Charliecloud's library alone, whose module names (misc,
+# image, ...) would clash with ch-cri's. Standard library and
+# Charliecloud's library only.
+#
+# Usage: python3 -I chworker.py LIBDIR BINDIR [STORAGE]  (STORAGE only
+# names the worker in ps: requests say which storage)
+#
+# Protocol (one JSON object per line; stdin requests, stdout replies):
+#   first, unasked:  {"ok": true, "version": V} or {"ok": false, "error": E}
+#   request:         {"op": "pull"|"init", "storage": DIR, "log": FILE,
+#                     "env": {K: V or null}, "args": {...}}
+#   replies:         {"pid": CHILD} at once, then {"rc": EXIT STATUS}
+# One request at a time. The child's output (Charliecloud's log) goes to
+# FILE. "args" of a pull: source_ref, dest_ref, arch (or null),
+# tls_no_verify.
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+
+
+## Constants ##
+
+PR_SET_PDEATHSIG = 1
+
+
+## Functions ##
+
+def die_with_parent():
+   "Ask the kernel to SIGKILL us when our parent dies."
+   try:
+      libc = ctypes.CDLL(None, use_errno=True)
+      libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+   except (OSError, AttributeError):
+      pass
+
+
+def load(libdir, bindir):
+   """Import Charliecloud's library from libdir and check that it has what
+      we call, as ch-image 0.31 and later call it; return the modules."""
+   sys.path.insert(0, libdir)
+   import charliecloud as ch
+   import build_cache as bu
+   import filesystem as fs
+   import pull
+   for (m, names) in ((ch, ("init", "exit", "dependencies_check", "ERROR",
+                            "Fatal_Error", "Build_Mode")),
+                      (bu, ("init",)), (pull, ("main",)),
+                      (fs, ("Path", "Storage"))):
+      for n in names:
+         if (not hasattr(m, n)):
+            raise ImportError("%s.%s missing" % (m.__name__, n))
+   # What ch-image sets before anything else.
+   ch.CH_BIN = bindir
+   ch.CH_RUN = os.path.join(bindir, "ch-run")
+   return (ch, bu, fs, pull)
+
+
+def cli_make(mods, storage, func, args):
+   "Return the argparse Namespace ch-image would make for func."
+   (ch, bu, fs, pull) = mods
+   return argparse.Namespace(
+      func=func, bucache=ch.Build_Mode.DISABLED, arch=args.get("arch")
+      or "host", always_download=False, auth=False, cache_large=0,
+      debug=False, no_lock=False, password_many=False, profile=False,
+      storage=fs.Path(storage), tls_no_verify=bool(args.get("tls_no_verify")),
+      verbose=0, last_layer=None, parse_only=False,
+      source_ref=args.get("source_ref"), dest_ref=args.get("dest_ref"))
+
+
+def child(mods, req):
+   "In the forked child: run req as ch-image would; never return."
+   (ch, bu, fs, pull) = mods
+   code = 1
+   try:
+      die_with_parent()
+      fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+      os.dup2(fd, 1)
+      os.dup2(fd, 2)
+      os.close(fd)
+      null = os.open("/dev/null", os.O_RDONLY)
+      os.dup2(null, 0)
+      sys.stdout = os.fdopen(1, "w", buffering=1)
+      sys.stderr = os.fdopen(2, "w", buffering=1)
+      for (k, v) in req.get("env", {}).items():
+         if (v is None):
+            os.environ.pop(k, None)
+         else:
+            os.environ[k] = v
+      func = pull.main if req["op"] == "pull" else (lambda cli: None)
+      cli = cli_make(mods, req["storage"], func, req.get("args", {}))
+      try:
+         ch.init(cli)
+         ch.dependencies_check()
+         ch.storage.init()
+         bu.init(cli)
+         cli.func(cli)
+         code = 0
+      except ch.Fatal_Error as x:
+         ch.ERROR(*x.args, **x.kwargs)
+         code = 1
+      except SystemExit as x:
+         code = x.code if isinstance(x.code, int) else (0 if x.code is None
+                                                        else 1)
+   except BaseException:
+      traceback.print_exc()
+      code = 1
+   finally:
+      try:
+         sys.stdout.flush()
+         sys.stderr.flush()
+      finally:
+         os._exit(code)
+
+
+def send(obj):
+   sys.stdout.write(json.dumps(obj) + "\n")
+   sys.stdout.flush()
+
+
+def main():
+   die_with_parent()
+   (libdir, bindir) = sys.argv[1:3]
+   try:
+      mods = load(libdir, bindir)
+      import version
+      send({ "ok": True, "version": getattr(version, "VERSION", "?") })
+   except BaseException as x:
+      send({ "ok": False, "error": "%s: %s" % (type(x).__name__, x) })
+      sys.exit(1)
+   for line in sys.stdin:
+      try:
+         req = json.loads(line)
+         if (req.get("op") not in ("pull", "init")):
+            raise ValueError("unknown op: %r" % req.get("op"))
+      except ValueError as x:
+         send({ "rc": 2, "error": str(x) })
+         continue
+      pid = os.fork()
+      if (pid == 0):
+         child(mods, req)
+      send({ "pid": pid })
+      (_, status) = os.waitpid(pid, 0)
+      send({ "rc": os.waitstatus_to_exitcode(status) })
+
+
+if (__name__ == "__main__"):
+   main()
