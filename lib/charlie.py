@@ -43,13 +43,19 @@ IMG_PREFIX = "ch-cri%"
 PULL_PREFIX = IMG_PREFIX + "pull-"
 TRASH_PREFIX = IMG_PREFIX + "trash-"
 ID_DIR_RE = re.compile(r"ch-cri%([0-9a-f]{64})\Z")
+# Content-addressed files of the download cache (layers, configs).
+BLOB_RE = re.compile(r"[0-9a-f]{64}\.(tar\.gz|json)\Z")
 
 # In ch-cri's state directory while a pull runs; found at start-up, it means
 # a pull was killed.
 PULL_MARKER = "pulling"
 
 LOCK_WAIT = 30
-PULL_TIMEOUT = 3600
+PULL_TIMEOUT = 3600     # ch-image fallback only: the worker's pulls end
+                        # when they stop making progress (PULL_STALL)
+PULL_STALL = 300        # seconds without a byte or CPU time (containerd's
+                        # image_pull_progress_timeout is 5 minutes)
+PULL_LOG_EVERY = 10     # seconds between progress lines of a long pull
 QUICK_TIMEOUT = 60
 
 # The worker that runs Charliecloud's library in-process (cri/chworker.py).
@@ -98,32 +104,52 @@ def version_parse(text):
 class Worker:
    """ch-cri's side of cri/chworker.py: a long-lived process that imports
       Charliecloud's library (libdir) once and runs each image operation
-      in a forked child. One operation at a time (self.lock); a worker
-      that died is started again at the next one."""
+      in a forked child, several at once. A reader thread hands each reply
+      to the call waiting for it; a worker that died is started again at
+      the next call."""
 
    def __init__(self, python, libdir, bindir, env, storage):
       # storage: only to name the worker in ps (it serves any storage).
       self.argv = [python, "-I", WORKER, libdir, bindir, storage]
       self.env = env
       self.proc = None
-      self.buf = b""
       self.version = None
-      self.lock = threading.Lock()
+      self.lock = threading.Lock()   # guards proc, waiting, next_id
+      self.waiting = dict()          # request ID -> Reply
+      self.next_id = 0
 
    def start(self):
-      "Start the worker; raise Charliecloud_Error if it can't load."
+      """Start the worker (call with self.lock held); raise
+         Charliecloud_Error if it can't load the library."""
       self.stop()
-      self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, env=self.env,
-                                   stderr=subprocess.DEVNULL, bufsize=0,
-                                   start_new_session=True)
-      self.buf = b""
-      hello = self.reply(QUICK_TIMEOUT)
+      proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=self.env,
+                              stderr=subprocess.DEVNULL, bufsize=0,
+                              start_new_session=True)
+      fd = proc.stdout.fileno()
+      line = b""
+      deadline = time.monotonic() + QUICK_TIMEOUT
+      while (not line.endswith(b"\n")):
+         left = deadline - time.monotonic()
+         if (left <= 0 or not select.select([fd], [], [], left)[0]):
+            break
+         c = os.read(fd, 1)     # byte by byte: the rest is the reader's
+         if (not c):
+            break
+         line += c
+      try:
+         hello = json.loads(line)
+      except ValueError:
+         hello = { "error": "no greeting (%r)" % line[:200] }
       if (not hello.get("ok")):
-         self.stop()
+         proc.kill()
+         proc.wait()
          raise Charliecloud_Error("Charliecloud's library: %s"
                                   % hello.get("error"))
       self.version = hello.get("version")
+      self.proc = proc
+      threading.Thread(target=self.read_loop, args=(proc,), daemon=True,
+                       name="ch-worker").start()
 
    def stop(self):
       if (self.proc is not None):
@@ -132,54 +158,165 @@ class Worker:
             self.proc.wait()
          except OSError:
             pass
-         for f in (self.proc.stdin, self.proc.stdout):
-            f.close()
       self.proc = None
 
-   def reply(self, timeout):
-      """Return the worker's next reply; raise Charliecloud_Error if it
-         gives none within timeout seconds, or exits."""
-      deadline = time.monotonic() + timeout
-      fd = self.proc.stdout.fileno()
-      while b"\n" not in self.buf:
-         left = deadline - time.monotonic()
-         if (left <= 0 or not select.select([fd], [], [], left)[0]):
-            raise TimeoutError()
-         data = os.read(fd, 65536)
+   def read_loop(self, proc):
+      "Hand the replies of worker proc to their callers, until it exits."
+      buf = b""
+      fd = proc.stdout.fileno()
+      while True:
+         try:
+            data = os.read(fd, 65536)
+         except OSError:
+            data = b""
          if (not data):
-            raise Charliecloud_Error("Charliecloud worker exited")
-         self.buf += data
-      (line, self.buf) = self.buf.split(b"\n", 1)
-      return json.loads(line)
+            break
+         buf += data
+         while b"\n" in buf:
+            (line, buf) = buf.split(b"\n", 1)
+            try:
+               r = json.loads(line)
+            except ValueError:
+               continue
+            with self.lock:
+               w = self.waiting.get(r.get("id"))
+            if (w is not None):
+               w.put(r)
+      with self.lock:
+         gone = [w for w in self.waiting.values() if w.proc is proc]
+      for w in gone:
+         w.put({ "rc": None, "error": "Charliecloud worker exited" })
+      proc.stdout.close()
 
-   def run(self, op, storage, env=None, args=None, timeout=PULL_TIMEOUT):
+   def run(self, op, storage, env=None, args=None, watch=None):
       """Run op ("pull", "init") on storage with environment changes env
          ({name: value, or None to unset}) and args; return (exit status,
-         its output). A run over timeout seconds is killed (exit status
-         -9)."""
-      with self.lock:
-         if (self.proc is None or self.proc.poll() is not None):
-            self.start()
-         (fd, log_path) = tempfile.mkstemp(prefix="ch-cri-worker.")
-         os.close(fd)
-         try:
-            req = { "op": op, "storage": storage, "log": log_path,
-                    "env": env or {}, "args": args or {} }
+         its output). watch, if given, is called with the child's PID about
+         every second; a string it returns is why the child is killed
+         (exit status -9, and the reason ends the output)."""
+      (fd, log_path) = tempfile.mkstemp(prefix="ch-cri-worker.")
+      os.close(fd)
+      try:
+         with self.lock:
+            if (self.proc is None or self.proc.poll() is not None):
+               self.start()
+            self.next_id += 1
+            id_ = self.next_id
+            w = self.waiting[id_] = Reply(self.proc)
+            req = { "id": id_, "op": op, "storage": storage,
+                    "log": log_path, "env": env or {}, "args": args or {} }
             try:
                self.proc.stdin.write((json.dumps(req) + "\n").encode())
-               pid = self.reply(QUICK_TIMEOUT)["pid"]
-            except (OSError, TimeoutError, KeyError) as x:
+            except OSError as x:
+               del self.waiting[id_]
                self.stop()
-               raise Charliecloud_Error("Charliecloud worker: %r" % x)
-            try:
-               rc = self.reply(timeout)["rc"]
-            except TimeoutError:
-               os.kill(pid, signal.SIGKILL)
-               rc = self.reply(QUICK_TIMEOUT)["rc"]
+               raise Charliecloud_Error("Charliecloud worker: %s" % x)
+         try:
+            r = w.get(QUICK_TIMEOUT)
+            if (r is None or "pid" not in r):
+               raise Charliecloud_Error("Charliecloud worker: %s"
+                                        % ((r or {}).get("error")
+                                           or "no answer"))
+            pid = r["pid"]
+            why = None
+            while True:
+               r = w.get(1.0)
+               if (r is not None):
+                  break
+               if (watch is not None and why is None):
+                  why = watch(pid)
+                  if (why is not None):
+                     try:
+                        os.kill(pid, signal.SIGKILL)
+                     except ProcessLookupError:
+                        pass
+            if (r.get("rc") is None):
+               raise Charliecloud_Error(r.get("error") or "worker failed")
             with open(log_path, errors="replace") as fp:
-               return (rc, fp.read())
+               out = fp.read()
+            return (r["rc"], out + ("error: %s\n" % why if why else ""))
          finally:
-            os.unlink(log_path)
+            with self.lock:
+               self.waiting.pop(id_, None)
+      finally:
+         os.unlink(log_path)
+
+
+class Pull_Watch:
+   """Watches a pull in the worker (called with its PID about every
+      second): logs its progress now and then, and says why to kill it
+      when it has made none (no byte in its download cache dlcache, no CPU
+      time) for stall seconds, or has run over timeout seconds."""
+
+   def __init__(self, ref, dlcache, stall, timeout=None):
+      self.ref = ref
+      self.dlcache = dlcache
+      self.stall = stall
+      self.t0 = time.monotonic()
+      self.deadline = None if timeout is None else self.t0 + timeout
+      self.last = None          # (bytes, CPU ticks) last seen
+      self.moved = self.t0      # when they last changed
+      self.logged = self.t0
+
+   def bytes_(self):
+      total = 0
+      try:
+         with os.scandir(self.dlcache) as it:
+            for e in it:
+               try:
+                  total += e.stat(follow_symlinks=False).st_size
+               except OSError:
+                  pass
+      except OSError:
+         pass
+      return total
+
+   @staticmethod
+   def cpu(pid):
+      "Return the CPU ticks (user + system) of process pid, or None."
+      try:
+         with open("/proc/%d/stat" % pid) as fp:
+            f = fp.read().rsplit(")", 1)[1].split()
+         return int(f[11]) + int(f[12])
+      except (OSError, IndexError, ValueError):
+         return None
+
+   def __call__(self, pid):
+      now = time.monotonic()
+      seen = (self.bytes_(), self.cpu(pid))
+      if (seen != self.last):
+         (self.last, self.moved) = (seen, now)
+      if (now - self.logged >= PULL_LOG_EVERY):
+         self.logged = now
+         log.info("pull %s: %.1f MB downloaded in %.0f s", self.ref,
+                  seen[0] / 1e6, now - self.t0)
+      if (self.deadline is not None and now > self.deadline):
+         return "pull ran over %d s" % (self.deadline - self.t0)
+      if (now - self.moved > self.stall):
+         return ("pull made no progress for %d s (no byte downloaded, no "
+                 "CPU time used)" % self.stall)
+      return None
+
+
+class Reply:
+   "The replies to one worker request, as the reader thread gets them."
+
+   def __init__(self, proc):
+      self.proc = proc
+      self.items = []
+      self.cond = threading.Condition()
+
+   def put(self, r):
+      with self.cond:
+         self.items.append(r)
+         self.cond.notify()
+
+   def get(self, timeout):
+      "Return the next reply, or None after timeout seconds."
+      with self.cond:
+         if (not self.items):
+            self.cond.wait(timeout)
+         return self.items.pop(0) if self.items else None
 
 
 class Charliecloud:
@@ -202,6 +339,7 @@ class Charliecloud:
       self.image_version = None
       self.setpriv = shutil.which("setpriv")
       self.worker = None     # a Worker, once check() found the library
+      self.pull_stall = PULL_STALL
       self.libdir = self.libdir_find()
 
    def libdir_find(self):
@@ -328,17 +466,24 @@ class Charliecloud:
       return os.path.join(self.img_dir, IMG_PREFIX + id_)
 
    def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
-            password=None, timeout=PULL_TIMEOUT, arch=None):
+            password=None, timeout=None, arch=None, stall=None):
       """Pull src_ref (a string a registry serves) into the storage and
          return (image ID, manifest digest, config dict, size, inode
-         count). The image
-         lands in its content-addressed directory; if that already exists
-         the new copy is dropped. Raise Pull_Error on failure; nothing is
-         left behind."""
+         count). The image lands in its content-addressed directory; if
+         that already exists the new copy is dropped. Raise Pull_Error on
+         failure; nothing is left behind.
+
+         Each pull runs in a storage of its own (a scratch directory in
+         img/, so pulls never wait for each other on Charliecloud's storage
+         lock), which starts with hard links to the layers already
+         downloaded and gives back the layers it downloads. In the worker,
+         it is killed if it makes no progress (no byte downloaded, no CPU
+         time used) for stall seconds (default self.pull_stall), or runs
+         over timeout seconds (default: no limit)."""
       h = uuid.uuid4().hex
       tmp_ref = "ch-cri/pull-" + h
-      tmp_dir = PULL_PREFIX + h
-      tmp_path = os.path.join(self.img_dir, tmp_dir)
+      scratch = os.path.join(self.img_dir, PULL_PREFIX + h)
+      tmp_path = os.path.join(scratch, "img", PULL_PREFIX + h)
       env = { "CH_IMAGE_AUTH": "no" }
       if (username is not None):
          env.update(CH_IMAGE_AUTH="yes", CH_IMAGE_USERNAME=username,
@@ -359,16 +504,21 @@ class Charliecloud:
          args.insert(0, "--tls-no-verify")
       if (arch is not None):
          args[0:0] = ["--arch", arch]
-      argv = self.image_argv(*args, src_ref, tmp_ref)
+      argv = ([self.python, self.ch_image, "-s", scratch, "--no-cache"]
+              + args + [src_ref, tmp_ref])
+      watch = Pull_Watch(src_ref, os.path.join(scratch, "dlcache"),
+                         self.pull_stall if stall is None else stall,
+                         timeout)
       try:
-         with self.lock:
-            fsutil.file_write_atomic(self.marker, b"")
-            (rc, out) = self.image_op(
-               "pull", { "source_ref": src_ref, "dest_ref": tmp_ref,
-                         "arch": arch, "tls_no_verify": not tls_verify },
-               changes, argv, env, timeout)
-            if (rc == 0):
-               os.unlink(self.marker)
+         self.scratch_make(scratch)
+         if (self.worker is not None):
+            (rc, out) = self.worker.run(
+               "pull", scratch, changes,
+               { "source_ref": src_ref, "dest_ref": tmp_ref, "arch": arch,
+                 "tls_no_verify": not tls_verify }, watch)
+         else:
+            cp = self.image_run(argv, timeout or PULL_TIMEOUT, env)
+            (rc, out) = (cp.returncode, cp.stdout + cp.stderr)
          if (rc != 0):
             nf = bool(re.search(r"not in registry|no such image|"
                                 r"MANIFEST_UNKNOWN|NAME_UNKNOWN", out))
@@ -376,21 +526,50 @@ class Charliecloud:
                              % (src_ref, misc.stderr_tail(out)), nf)
          (data, config) = self.image_config(tmp_path)
          id_ = hashlib.sha256(data).hexdigest()
-         digest = self.manifest_digest(tmp_ref)
+         digest = self.manifest_digest(tmp_ref,
+                                       os.path.join(scratch, "dlcache"))
          (size, inodes) = fsutil.tree_size(tmp_path)
          final = self.image_path(id_)
-         if (os.path.isdir(final)):
-            fsutil.rmtree(tmp_path)
-         else:
+         if (not os.path.isdir(final)):
             os.rename(tmp_path, final)
+         self.blobs_link(os.path.join(scratch, "dlcache"), self.dlcache_dir)
          return (id_, digest, config, size, inodes)
       except misc.Command_Error as x:
          raise Pull_Error(str(x))
       except (OSError, ValueError) as x:
          raise Pull_Error("pull %s: bad image in storage: %s" % (src_ref, x))
       finally:
-         fsutil.rmtree(tmp_path)
-         self.pull_files_remove(tmp_dir)
+         fsutil.rmtree(scratch)
+
+   def scratch_make(self, scratch):
+      """Make scratch a Charliecloud storage of the same version as ours,
+         its download cache holding hard links to our downloaded layers
+         and configs (content-addressed: never changed once complete)."""
+      os.mkdir(scratch, 0o755)
+      for n in os.listdir(self.storage):
+         src = os.path.join(self.storage, n)
+         if (n == "version"):
+            shutil.copyfile(src, os.path.join(scratch, n))
+         elif (os.path.isdir(src) and not os.path.islink(src)):
+            os.mkdir(os.path.join(scratch, n), 0o755)
+      self.blobs_link(self.dlcache_dir, os.path.join(scratch, "dlcache"))
+
+   @staticmethod
+   def blobs_link(src, dst):
+      "Hard-link the content-addressed files of download cache src into dst."
+      try:
+         names = os.listdir(src)
+      except FileNotFoundError:
+         return
+      os.makedirs(dst, exist_ok=True)
+      for n in names:
+         if (BLOB_RE.match(n)):
+            try:
+               os.link(os.path.join(src, n), os.path.join(dst, n))
+            except FileExistsError:
+               pass
+            except OSError as x:
+               log.debug("download cache: can't link %s: %s", n, x)
 
    def image_op(self, op, args, changes, argv, env, timeout):
       """Run image operation op: in the worker (with args and environment
@@ -402,8 +581,7 @@ class Charliecloud:
          return (cp.returncode, cp.stdout + cp.stderr)
       deadline = time.monotonic() + LOCK_WAIT
       while True:
-         (rc, out) = self.worker.run(op, self.storage, changes, args,
-                                     timeout)
+         (rc, out) = self.worker.run(op, self.storage, changes, args)
          if (rc == 0 or "lock" not in out.lower()
              or time.monotonic() > deadline):
             return (rc, out)
@@ -477,13 +655,13 @@ class Charliecloud:
       return { "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                "USER": "root", "LANG": "C" }
 
-   def manifest_digest(self, tmp_ref):
+   def manifest_digest(self, tmp_ref, dlcache):
       """Return "sha256:..." of the manifest list (or, for an
-         architecture-unaware image, the manifest) ch-image fetched for
-         tmp_ref, or None if it kept none."""
+         architecture-unaware image, the manifest) Charliecloud fetched for
+         tmp_ref into download cache dlcache, or None if it kept none."""
       base = tmp_ref.replace("/", "%").replace(":", "+")
-      paths = [os.path.join(self.dlcache_dir, base + ".fat.json"),
-               os.path.join(self.dlcache_dir, base + "%skinny.manifest.json")]
+      paths = [os.path.join(dlcache, base + ".fat.json"),
+               os.path.join(dlcache, base + "%skinny.manifest.json")]
       for p in paths:
          try:
             with open(p, "rb") as fp:
@@ -524,8 +702,9 @@ class Charliecloud:
             fsutil.rmtree(os.path.join(self.img_dir, n))
             self.pull_files_remove(n)
       self.trash_empty()
-      # ch-image writes downloads in place: after an interrupted pull the
-      # download cache may hold a truncated blob it would trust later.
+      # Before pulls had storages of their own, ch-image wrote downloads
+      # in place in ours, and an interrupted pull (this marker, from an
+      # older ch-cri) could leave a truncated blob it would trust later.
       if (os.path.exists(self.marker)):
          log.warning("pull was interrupted: emptying download cache %s",
                      self.dlcache_dir)

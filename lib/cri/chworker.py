@@ -15,17 +15,20 @@
 #
 # Protocol (one JSON object per line; stdin requests, stdout replies):
 #   first, unasked:  {"ok": true, "version": V} or {"ok": false, "error": E}
-#   request:         {"op": "pull"|"init", "storage": DIR, "log": FILE,
-#                     "env": {K: V or null}, "args": {...}}
-#   replies:         {"pid": CHILD} at once, then {"rc": EXIT STATUS}
-# One request at a time. The child's output (Charliecloud's log) goes to
-# FILE. "args" of a pull: source_ref, dest_ref, arch (or null),
-# tls_no_verify.
+#   request:         {"id": N, "op": "pull"|"init", "storage": DIR,
+#                     "log": FILE, "env": {K: V or null}, "args": {...}}
+#   replies:         {"id": N, "pid": CHILD} at once, then
+#                    {"id": N, "rc": EXIT STATUS} when the child exits
+# Requests run concurrently, each in its own child (so each on its own
+# storage directory: Charliecloud locks a storage for one process). The
+# child's output (Charliecloud's log) goes to FILE. "args" of a pull:
+# source_ref, dest_ref, arch (or null), tls_no_verify.
 
 import argparse
 import ctypes
 import json
 import os
+import selectors
 import signal
 import sys
 import traceback
@@ -140,20 +143,39 @@ def main():
    except BaseException as x:
       send({ "ok": False, "error": "%s: %s" % (type(x).__name__, x) })
       sys.exit(1)
-   for line in sys.stdin:
-      try:
-         req = json.loads(line)
-         if (req.get("op") not in ("pull", "init")):
-            raise ValueError("unknown op: %r" % req.get("op"))
-      except ValueError as x:
-         send({ "rc": 2, "error": str(x) })
-         continue
-      pid = os.fork()
-      if (pid == 0):
-         child(mods, req)
-      send({ "pid": pid })
-      (_, status) = os.waitpid(pid, 0)
-      send({ "rc": os.waitstatus_to_exitcode(status) })
+   sel = selectors.DefaultSelector()
+   sel.register(0, selectors.EVENT_READ)
+   kids = dict()     # PID -> request ID
+   buf = b""
+   while True:
+      if (sel.select(timeout=0.1)):
+         data = os.read(0, 65536)
+         if (not data):
+            break      # ch-cri closed us (its children die with us)
+         buf += data
+         while b"\n" in buf:
+            (line, buf) = buf.split(b"\n", 1)
+            try:
+               req = json.loads(line)
+               if (req.get("op") not in ("pull", "init")):
+                  raise ValueError("unknown op: %r" % req.get("op"))
+            except ValueError as x:
+               send({ "id": None, "rc": 2, "error": str(x) })
+               continue
+            pid = os.fork()
+            if (pid == 0):
+               child(mods, req)
+            kids[pid] = req.get("id")
+            send({ "id": req.get("id"), "pid": pid })
+      while kids:
+         try:
+            (pid, status) = os.waitpid(-1, os.WNOHANG)
+         except ChildProcessError:
+            break
+         if (pid == 0):
+            break
+         send({ "id": kids.pop(pid, None),
+                "rc": os.waitstatus_to_exitcode(status) })
 
 
 if (__name__ == "__main__"):

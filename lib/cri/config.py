@@ -20,7 +20,7 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
              "streaming", "registry", "network", "metrics", "cdi",
-             "image_stores" }
+             "image_stores", "pull_progress_timeout" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
@@ -67,6 +67,7 @@ def defaults():
             "cgroup_driver": "cgroupfs",
             "pinned_images": [],
             "image_stores": [],
+            "pull_progress_timeout": 300,
             "streaming": { "address": "127.0.0.1", "port": 0,
                            "token_ttl": 60, "idle_timeout": 4 * 3600,
                            "allow_remote": False },
@@ -132,6 +133,9 @@ def load(path, required):
    if ("pinned_images" in data):
       cfg["pinned_images"] = typed(data, "pinned_images", list,
                                    "pinned_images")
+   if ("pull_progress_timeout" in data):
+      cfg["pull_progress_timeout"] = typed(data, "pull_progress_timeout", int,
+                                           "pull_progress_timeout")
    if ("image_stores" in data):
       cfg["image_stores"] = typed(data, "image_stores", list, "image_stores")
    s = typed(data, "streaming", dict, "streaming") if "streaming" in data \
@@ -249,6 +253,8 @@ def validate(cfg):
       raise Config_Error("cdi.ldconfig: must be an absolute path")
    if (cfg["metrics"] is not None):
       metrics_parse(cfg["metrics"])
+   if (cfg["pull_progress_timeout"] < 1):
+      raise Config_Error("pull_progress_timeout: must be at least 1 (s)")
    if (not all(isinstance(d, str) and d.startswith("/")
                for d in cfg["image_stores"])):
       raise Config_Error("image_stores: must be absolute paths")

@@ -148,6 +148,7 @@ def store_command(cfg, python, argv):
       fcntl.flock(lock, fcntl.LOCK_EX)
       ch = charlie.Charliecloud(os.path.join(path, STORAGE_DIR), path,
                                 python=python)
+      ch.pull_stall = cfg["pull_progress_timeout"]
       try:
          ch.check()
          ch.storage_init()

@@ -82,6 +82,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
          log.warning("ch-run lacks options: %s", ", ".join(missing))
    p = Parts()
    p.ch = ch
+   ch.pull_stall = cfg.get("pull_progress_timeout", charlie.PULL_STALL)
    cri.cdi.configure(cfg.get("cdi", {}))
    p.images = cri.images.Image_Store(
       ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],

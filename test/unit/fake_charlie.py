@@ -124,7 +124,7 @@ class Fake_Charlie:
                "LANG": "C" }
 
    def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
-            password=None, timeout=None, arch=None):
+            password=None, timeout=None, arch=None, stall=None):
       with self.lock:
          self.pulls.append({ "src": src_ref, "tls_verify": tls_verify,
                              "ca_file": ca_file, "username": username,

@@ -1,0 +1,93 @@
+# Pulls in Charliecloud's library, in ch-cri's worker (issue 17): several
+# at once, each in a storage of its own sharing downloaded layers, and a
+# pull that makes no progress killed. A ch-cri of its own (its config sets
+# a short progress timeout).
+
+load ../common
+
+setup () {
+   scope standard
+   [[ -n ${CH_CRI_TEST_CONFIG:-} ]] && ok=yes || ok=no
+   prereq_or_skip 'test registry config ($CH_CRI_TEST_CONFIG)' "$ok"
+   d=${CH_CRI_TEST_OUT:-/tmp}/pulls
+   rm -rf "$d"
+   mkdir -p "$d"
+   chmod 755 "$d"
+   sock=${d}/ch-cri.sock
+   { echo 'pull_progress_timeout = 3'; cat "$CH_CRI_TEST_CONFIG"; } \
+      > "${d}/config.toml"
+   CH_CRI_TEST_CONFIG=${d}/config.toml server_start "$d"
+}
+
+teardown () {
+   [[ -z ${stall_pid:-} ]] || kill "$stall_pid" 2>/dev/null || true
+   server_stop "$d" KILL || true
+}
+
+imgs=(registry.k8s.io/e2e-test-images/busybox:1.29-2
+      registry.k8s.io/e2e-test-images/httpd:2.4.39-4
+      registry.k8s.io/e2e-test-images/nginx:1.14-2
+      registry.k8s.io/pause:3.9
+      docker.io/library/busybox:latest)
+
+@test 'pulls: five images at once, and one image by five at once' {
+   pids=()
+   for i in "${imgs[@]}"; do
+      crictl pull "$i" > "${d}/$(basename "$i").out" 2>&1 &
+      pids+=($!)
+   done
+   for p in "${pids[@]}"; do wait "$p"; done
+   [[ $(crictl images -q | wc -l) -eq 5 ]]
+   # They ran at once: their log lines interleave with no storage lock
+   # retry; each left its scratch storage nowhere.
+   ! grep -q "locked by another process" "${d}/log"
+   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   # Layers downloaded are shared: the next pull of one finds them.
+   ls "${d}/storage/dlcache" | grep -q '\.tar\.gz$'
+   # One image by five callers: one download, one image.
+   crictl rmi "${imgs[1]}"
+   pids=()
+   for i in 1 2 3 4 5; do
+      crictl pull "${imgs[1]}" > "${d}/same-${i}.out" 2>&1 &
+      pids+=($!)
+   done
+   for p in "${pids[@]}"; do wait "$p"; done
+   [[ $(sort -u "${d}"/same-*.out | wc -l) -eq 1 ]]
+   [[ $(grep -c "pulled ${imgs[1]} " "${d}/log") -eq 2 ]]
+   for i in "${imgs[@]}"; do
+      crictl inspecti "$i" > /dev/null
+   done
+}
+
+@test 'pulls: a registry that never answers is given up after the progress timeout' {
+   # A TCP listener that accepts and never says a word (no TLS either).
+   "$PYTHON" -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+held = []
+s.settimeout(1)
+t0 = time.time()
+while time.time() - t0 < 60:
+   try:
+      held.append(s.accept()[0])
+   except socket.timeout:
+      pass
+' > "${d}/stall.port" &
+   stall_pid=$!
+   for (( i = 0; i < 50; i++ )); do
+      [[ -s ${d}/stall.port ]] && break
+      sleep 0.1
+   done
+   port=$(cat "${d}/stall.port")
+   t0=$SECONDS
+   run crictl pull "127.0.0.1:${port}/stall/x:1"
+   echo "$output"
+   [[ $status -ne 0 && $output == *"made no progress for 3 s"* ]]
+   (( SECONDS - t0 < 30 ))
+   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   # The worker goes on.
+   crictl pull registry.k8s.io/pause:3.9
+}
