@@ -26,6 +26,7 @@
 
 import argparse
 import ctypes
+import gzip
 import json
 import os
 import selectors
@@ -71,6 +72,57 @@ def load(libdir, bindir):
    return (ch, bu, fs, pull)
 
 
+def layer_mend(path):
+   """If the tar in gzip file path ends early, its last member's data not
+      padded to a 512-byte block (as Debian's umoci 0.4.7 "insert" writes
+      layers: no padding and no end-of-archive blocks), rewrite it whole
+      (padding and the two zero blocks added); return whether it did.
+      containerd accepts such layers; Python's tarfile does not ("unexpected
+      end of data")."""
+   size = 0
+   with gzip.open(path, "rb") as fp:
+      while True:
+         chunk = fp.read(1 << 20)
+         if (not chunk):
+            break
+         size += len(chunk)
+   if (size % 512 == 0):
+      return False
+   tmp = path + ".mend"
+   with gzip.open(path, "rb") as src, gzip.open(tmp, "wb", 6) as dst:
+      while True:
+         chunk = src.read(1 << 20)
+         if (not chunk):
+            break
+         dst.write(chunk)
+      dst.write(b"\0" * (512 - size % 512 + 1024))
+   os.rename(tmp, path)
+   return True
+
+
+def mend_wrap(ch, pull):
+   """Make Charliecloud's unpack of a pulled image mend layers that end
+      early (see layer_mend()) and try again, once, if it fails on one."""
+   puller = getattr(pull, "Image_Puller", None)
+   orig = getattr(puller, "unpack", None)
+   if (orig is None or not hasattr(puller, "layer_path")):
+      return   # another Charliecloud: left as it is
+   def unpack(self, *args, **kwargs):
+      try:
+         return orig(self, *args, **kwargs)
+      except ch.Fatal_Error as x:
+         if ("unexpected end of data" not in str(x.args[:1])):
+            raise
+         mended = [h[:7] for h in (self.layer_hashes or ())
+                   if layer_mend(str(self.layer_path(h)))]
+         if (not mended):
+            raise
+         ch.INFO("layers ending early (tar without padding or end blocks), "
+                 "mended: %s" % " ".join(mended))
+         return orig(self, *args, **kwargs)
+   puller.unpack = unpack
+
+
 def cli_make(mods, storage, func, args):
    "Return the argparse Namespace ch-image would make for func."
    (ch, bu, fs, pull) = mods
@@ -102,6 +154,7 @@ def child(mods, req):
             os.environ.pop(k, None)
          else:
             os.environ[k] = v
+      mend_wrap(ch, pull)
       func = pull.main if req["op"] == "pull" else (lambda cli: None)
       cli = cli_make(mods, req["storage"], func, req.get("args", {}))
       try:

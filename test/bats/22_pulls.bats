@@ -91,3 +91,13 @@ while time.time() - t0 < 60:
    # The worker goes on.
    crictl pull registry.k8s.io/pause:3.9
 }
+
+@test 'pulls: a layer whose tar ends early (umoci insert) is mended' {
+   img=docker.io/ch-cri-test/umoci-insert:1
+   crictl pull "$img"
+   id=$(crictl inspecti "$img" | jq -r .status.id)
+   [[ $(cat "${d}/storage/img/ch-cri%${id#sha256:}/hello.txt") \
+      == "inserted by umoci" ]]
+   # The busybox underneath is whole too.
+   [[ -x ${d}/storage/img/ch-cri%${id#sha256:}/bin/busybox ]]
+}
