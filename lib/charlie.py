@@ -99,6 +99,26 @@ def version_parse(text):
    return tuple(int(i) for i in m.group(1).split("."))
 
 
+def tree_hash(root):
+   """Return a SHA-256 (hex) of the names, modes, sizes and modification
+      times of the files under root (not their contents: fast, and what
+      a rebuild changes)."""
+   h = hashlib.sha256()
+   for (d, dirs, files) in os.walk(root):
+      dirs.sort()
+      for n in sorted(dirs + files):
+         p = os.path.join(d, n)
+         try:
+            st = os.lstat(p)
+         except OSError:
+            continue
+         h.update(("%s\0%o\0%d\0%d\n" % (os.path.relpath(p, root),
+                                          st.st_mode, st.st_size,
+                                          st.st_mtime_ns)).encode(
+                                             errors="surrogateescape"))
+   return h.hexdigest()
+
+
 ## Classes ##
 
 class Worker:
@@ -540,6 +560,64 @@ class Charliecloud:
          raise Pull_Error("pull %s: bad image in storage: %s" % (src_ref, x))
       finally:
          fsutil.rmtree(scratch)
+
+   def local_import(self, name):
+      """Take image name (a ch-image reference: "foo", "org/foo:1.0") that
+         a user built, imported or pulled with ch-image in this storage,
+         as one of ours: copy it into its ID's directory and return (image
+         ID, config dict, size, inode count). Raise Pull_Error (not found)
+         if the storage has no such image.
+
+         Its config is the one it was pulled with, if any (its ID then is
+         a registry pull's); else one made from ch-image's metadata (env,
+         working directory, labels, architecture; Charliecloud keeps no
+         CMD or ENTRYPOINT), naming a hash of the image's files, so that a
+         rebuilt image gets a new ID."""
+      if (":" not in name.rsplit("/", 1)[-1]):
+         name += ":latest"
+      d = os.path.join(self.img_dir, name.replace("/", "%")
+                                         .replace(":", "+"))
+      if (os.path.basename(d).startswith(IMG_PREFIX)
+          or not os.path.isdir(d)):
+         raise Pull_Error("no image %s in storage %s (ch-image list shows "
+                          "its images)" % (name, self.storage), True)
+      try:
+         pulled = os.path.join(d, "ch", "config.pulled.json")
+         if (os.path.isfile(pulled)):
+            with open(pulled, "rb") as fp:
+               data = fp.read()
+         else:
+            with open(os.path.join(d, "ch", "metadata.json")) as fp:
+               md = json.load(fp)
+            data = json.dumps({
+               "architecture": md.get("arch") or "amd64", "os": "linux",
+               "config": { "Env": ["%s=%s" % kv for kv in
+                                   sorted((md.get("env") or {}).items())],
+                           "WorkingDir": md.get("cwd") or "/",
+                           "Labels": md.get("labels") or {} },
+               "rootfs": { "type": "layers",
+                           "diff_ids": ["sha256:" + tree_hash(d)] } },
+               sort_keys=True).encode()
+         config = json.loads(data)
+      except (OSError, ValueError, AttributeError) as x:
+         raise Pull_Error("image %s in storage %s: %s"
+                          % (name, self.storage, x))
+      id_ = hashlib.sha256(data).hexdigest()
+      final = self.image_path(id_)
+      if (not os.path.isdir(final)):
+         tmp = os.path.join(self.img_dir, PULL_PREFIX + uuid.uuid4().hex)
+         try:
+            # A copy, not links: ch-image may change its image in place.
+            shutil.copytree(d, tmp, symlinks=True)
+            fsutil.file_write_atomic(os.path.join(tmp, "ch",
+                                                  "config.pulled.json"), data)
+            os.rename(tmp, final)
+         except OSError as x:
+            raise Pull_Error("image %s: can't copy %s: %s" % (name, d, x))
+         finally:
+            fsutil.rmtree(tmp)
+      (size, inodes) = fsutil.tree_size(final)
+      return (id_, config, size, inodes)
 
    def scratch_make(self, scratch):
       """Make scratch a Charliecloud storage of the same version as ours,

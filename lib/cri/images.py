@@ -24,6 +24,11 @@ from cri_api.v1 import api_pb2_grpc as pb_grpc
 INDEX_FILE = "images.json"
 REF_MAX = 4096
 
+# Registry name standing for ch-cri's storage itself: PullImage of
+# "ch-image.local/NAME[:TAG]" takes image NAME:TAG that the user built or
+# pulled there with ch-image (see Charliecloud.local_import()).
+LOCAL_DOMAIN = "ch-image.local"
+
 
 ## Globals ##
 
@@ -278,6 +283,17 @@ class Image_Store:
       return p.id_
 
    def pull_do(self, ref, creds):
+      if (ref.domain == LOCAL_DOMAIN):
+         name = ref.path + (":" + ref.tag if ref.tag else "")
+         try:
+            (id_, config, size, inodes) = self.ch.local_import(name)
+         except charlie.Pull_Error as x:
+            raise (err.Not_Found if x.not_found_p else err.Unavailable)(
+               "pull %s: %s" % (ref, x))
+         log.info("took %s from ch-image's images in %s: sha256:%s", ref,
+                  self.ch.storage, id_)
+         self.pulled(ref, id_, None, config, size, inodes)
+         return id_
       errors = []
       not_found_ct = 0
       eps = self.registries.endpoints(ref)

@@ -110,3 +110,38 @@ setup () {
    [[ $output == *'1000 requests'*'0 bad'* ]]
    crictl version
 }
+
+@test 'an image the user made with ch-image in its storage: ch-image.local/NAME' {
+   # ch-image's layout, written by hand (ch-image itself is optional):
+   # img/NAME+TAG with ch/metadata.json, beside ch-cri's own images.
+   st=$(dirname "$sock")/storage
+   crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2 > /dev/null
+   bb=$(crictl inspecti registry.k8s.io/e2e-test-images/busybox:1.29-2 \
+        | jq -r .status.id)
+   mine="${st}/img/ch-cri-test%local+1"
+   rm -rf "$mine"
+   cp -a "${st}/img/ch-cri%${bb#sha256:}" "$mine"
+   rm -f "${mine}/ch/config.pulled.json"
+   cat > "${mine}/ch/metadata.json" <<'EOF'
+{"arch": "amd64", "cwd": "/tmp", "env": {"GREETING": "built here"},
+ "labels": {"made-by": "ch-image"}, "shell": ["/bin/sh", "-c"]}
+EOF
+   [[ -z ${CH_CRI_TEST_SERVER_USER:-} ]] \
+      || chown -R "${CH_CRI_TEST_SERVER_USER}:" "$mine"
+   ref=ch-image.local/ch-cri-test/local:1
+   id=$(crictl pull "$ref" | grep -o 'sha256:[0-9a-f]*')
+   crictl inspecti "$ref" \
+      | jq -e '.info.imageSpec.config.Env == ["GREETING=built here"]
+               and .info.imageSpec.config.WorkingDir == "/tmp"
+               and .status.repoTags == ["ch-image.local/ch-cri-test/local:1"]'
+   # Taken again: the same image; changed ("rebuilt"): a new one.
+   [[ $(crictl pull "$ref" | grep -o 'sha256:[0-9a-f]*') == "$id" ]]
+   echo more > "${mine}/rebuilt"
+   [[ $(crictl pull "$ref" | grep -o 'sha256:[0-9a-f]*') != "$id" ]]
+   # ch-cri's copy is its own: the user's image stays.
+   [[ -d $mine ]]
+   run crictl pull ch-image.local/ch-cri-test/no-such:1
+   [[ $status -ne 0 && $output == *'code = NotFound'* ]]
+   crictl rmi "$ref" "$id" > /dev/null 2>&1 || true
+   rm -rf "$mine"
+}
