@@ -56,6 +56,7 @@ PULL_TIMEOUT = 3600     # ch-image fallback only: the worker's pulls end
 PULL_STALL = 300        # seconds without a byte or CPU time (containerd's
                         # image_pull_progress_timeout is 5 minutes)
 PULL_LOG_EVERY = 10     # seconds between progress lines of a long pull
+PULL_LAYERS = 3         # layers of one image fetched at once (containerd: 3)
 QUICK_TIMEOUT = 60
 
 # The worker that runs Charliecloud's library in-process (cri/chworker.py).
@@ -360,6 +361,7 @@ class Charliecloud:
       self.setpriv = shutil.which("setpriv")
       self.worker = None     # a Worker, once check() found the library
       self.pull_stall = PULL_STALL
+      self.pull_layers = PULL_LAYERS
       self.libdir = self.libdir_find()
 
    def libdir_find(self):
@@ -535,7 +537,8 @@ class Charliecloud:
             (rc, out) = self.worker.run(
                "pull", scratch, changes,
                { "source_ref": src_ref, "dest_ref": tmp_ref, "arch": arch,
-                 "tls_no_verify": not tls_verify }, watch)
+                 "tls_no_verify": not tls_verify,
+                 "layers": self.pull_layers }, watch)
          else:
             cp = self.image_run(argv, timeout or PULL_TIMEOUT, env)
             (rc, out) = (cp.returncode, cp.stdout + cp.stderr)

@@ -22,9 +22,11 @@
 # Requests run concurrently, each in its own child (so each on its own
 # storage directory: Charliecloud locks a storage for one process). The
 # child's output (Charliecloud's log) goes to FILE. "args" of a pull:
-# source_ref, dest_ref, arch (or null), tls_no_verify.
+# source_ref, dest_ref, arch (or null), tls_no_verify, layers (how many
+# layers to fetch at once).
 
 import argparse
+import concurrent.futures
 import ctypes
 import gzip
 import json
@@ -59,6 +61,8 @@ def load(libdir, bindir):
    import build_cache as bu
    import filesystem as fs
    import pull
+   import registry
+   pull.ch_cri_registry = registry   # for prefetch_wrap()
    for (m, names) in ((ch, ("init", "exit", "dependencies_check", "ERROR",
                             "Fatal_Error", "Build_Mode")),
                       (bu, ("init",)), (pull, ("main",)),
@@ -123,6 +127,53 @@ def mend_wrap(ch, pull):
    puller.unpack = unpack
 
 
+def prefetch_wrap(ch, pull, n):
+   """Make Charliecloud fetch the layers of an image n at a time (it
+      fetches them one by one): once the manifest is known, the missing
+      layers are downloaded by n threads, each with a registry connection
+      of its own, into temporary names renamed when whole; Charliecloud's
+      own loop then finds them ("using existing file") and fetches, with
+      its own error messages, any a thread could not."""
+   puller = getattr(pull, "Image_Puller", None)
+   orig = getattr(puller, "manifest_load", None)
+   rg = getattr(pull, "ch_cri_registry", None)
+   if (n < 2 or orig is None or rg is None
+       or not hasattr(rg, "HTTP") or not hasattr(puller, "layer_path")):
+      return
+   def fetch(self, h):
+      path = str(self.layer_path(h))
+      tmp = "%s.part-%s" % (path, os.getpid())
+      reg = rg.HTTP(self.src_ref)
+      try:
+         reg.blob_to_file(h, tmp, "layer %s: downloading (of %d at once)"
+                          % (h[:7], n))
+         os.rename(tmp, path)
+      except BaseException:
+         try:
+            os.unlink(tmp)
+         except OSError:
+            pass
+         raise
+      finally:
+         try:
+            reg.close()
+         except Exception:
+            pass
+   def manifest_load(self, *args, **kwargs):
+      r = orig(self, *args, **kwargs)
+      todo = [h for h in dict.fromkeys(self.layer_hashes or ())
+              if not os.path.exists(str(self.layer_path(h)))]
+      if (len(todo) > 1):
+         with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            for f in [ex.submit(fetch, self, h) for h in todo]:
+               try:
+                  f.result()
+               except BaseException as x:
+                  ch.VERBOSE("layer fetch at once failed: %s" % (x,))
+      return r
+   puller.manifest_load = manifest_load
+
+
 def cli_make(mods, storage, func, args):
    "Return the argparse Namespace ch-image would make for func."
    (ch, bu, fs, pull) = mods
@@ -155,6 +206,7 @@ def child(mods, req):
          else:
             os.environ[k] = v
       mend_wrap(ch, pull)
+      prefetch_wrap(ch, pull, int(req.get("args", {}).get("layers") or 1))
       func = pull.main if req["op"] == "pull" else (lambda cli: None)
       cli = cli_make(mods, req["storage"], func, req.get("args", {}))
       try:

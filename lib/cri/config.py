@@ -20,7 +20,7 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
              "streaming", "registry", "network", "metrics", "cdi",
-             "image_stores", "pull_progress_timeout" }
+             "image_stores", "pull_progress_timeout", "pull_layers" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
@@ -68,6 +68,7 @@ def defaults():
             "pinned_images": [],
             "image_stores": [],
             "pull_progress_timeout": 300,
+            "pull_layers": 3,
             "streaming": { "address": "127.0.0.1", "port": 0,
                            "token_ttl": 60, "idle_timeout": 4 * 3600,
                            "allow_remote": False },
@@ -136,6 +137,8 @@ def load(path, required):
    if ("pull_progress_timeout" in data):
       cfg["pull_progress_timeout"] = typed(data, "pull_progress_timeout", int,
                                            "pull_progress_timeout")
+   if ("pull_layers" in data):
+      cfg["pull_layers"] = typed(data, "pull_layers", int, "pull_layers")
    if ("image_stores" in data):
       cfg["image_stores"] = typed(data, "image_stores", list, "image_stores")
    s = typed(data, "streaming", dict, "streaming") if "streaming" in data \
@@ -253,6 +256,8 @@ def validate(cfg):
       raise Config_Error("cdi.ldconfig: must be an absolute path")
    if (cfg["metrics"] is not None):
       metrics_parse(cfg["metrics"])
+   if (not 1 <= cfg["pull_layers"] <= 32):
+      raise Config_Error("pull_layers: must be 1 to 32")
    if (cfg["pull_progress_timeout"] < 1):
       raise Config_Error("pull_progress_timeout: must be at least 1 (s)")
    if (not all(isinstance(d, str) and d.startswith("/")

@@ -149,6 +149,7 @@ def store_command(cfg, python, argv):
       ch = charlie.Charliecloud(os.path.join(path, STORAGE_DIR), path,
                                 python=python)
       ch.pull_stall = cfg["pull_progress_timeout"]
+      ch.pull_layers = cfg["pull_layers"]
       try:
          ch.check()
          ch.storage_init()

@@ -83,6 +83,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    p = Parts()
    p.ch = ch
    ch.pull_stall = cfg.get("pull_progress_timeout", charlie.PULL_STALL)
+   ch.pull_layers = cfg.get("pull_layers", charlie.PULL_LAYERS)
    cri.cdi.configure(cfg.get("cdi", {}))
    p.images = cri.images.Image_Store(
       ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],

@@ -101,3 +101,21 @@ while time.time() - t0 < 60:
    # The busybox underneath is whole too.
    [[ -x ${d}/storage/img/ch-cri%${id#sha256:}/bin/busybox ]]
 }
+
+@test 'pulls: the layers of one image are fetched at once' {
+   img=registry.k8s.io/e2e-test-images/nginx:1.14-2
+   rlog=${CH_CRI_TEST_CACHE}/registry/registry.log
+   [[ -f $rlog ]] || skip "no registry log at ${rlog}"
+   crictl rmi "$img" > /dev/null 2>&1 || true
+   rm -f "${d}"/storage/dlcache/*
+   n0=$(wc -l < "$rlog")
+   crictl pull "$img"
+   # Each fetching thread has a connection of its own; Charliecloud alone
+   # uses one for the whole image.
+   addrs=$(tail -n +"$(( n0 + 1 ))" "$rlog" \
+           | grep 'uri="/v2/e2e-test-images/nginx/blobs/' \
+           | grep -o 'remoteaddr="[^"]*"' | sort -u | wc -l)
+   echo "connections: ${addrs}"
+   (( addrs >= 3 ))
+   crictl inspecti "$img" | jq -e '.info.imageSpec.config.Cmd | index("daemon off;")'
+}
