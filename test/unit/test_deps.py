@@ -17,7 +17,8 @@ LIB = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..",
 # Charliecloud's own library (a system package, not pip's), which only the
 # Charliecloud worker imports.
 CHARLIECLOUD = ({ "charliecloud", "build_cache", "filesystem", "pull",
-                  "version" }, os.path.join("cri", "chworker.py"))
+                  "registry", "version" },
+                os.path.join("cri", "chworker.py"))
 
 
 ## Functions ##
