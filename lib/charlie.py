@@ -564,6 +564,38 @@ class Charliecloud:
       finally:
          fsutil.rmtree(scratch)
 
+   def remote_digest(self, src_ref, tls_verify=True, ca_file=None,
+                     username=None, password=None):
+      """Return the digest ("sha256:...") a pull of src_ref would record now,
+         from the registry's manifest (list), without pulling; None if the
+         registry has no such image. Raise Pull_Error if it can't be asked
+         (or Charliecloud's library is not in our worker)."""
+      if (self.worker is None):
+         raise Pull_Error("no digest check without Charliecloud's library")
+      env = { "CH_IMAGE_AUTH": "yes" if username is not None else "no",
+              "CH_IMAGE_USERNAME": username, "CH_IMAGE_PASSWORD": password }
+      if (ca_file is not None):
+         env["REQUESTS_CA_BUNDLE"] = ca_file
+      if (not tls_verify):
+         env.update(REQUESTS_CA_BUNDLE=None, CURL_CA_BUNDLE=None)
+      (fd, out) = tempfile.mkstemp(prefix="ch-cri-manifest.")
+      os.close(fd)
+      try:
+         (rc, log_) = self.worker.run(
+            "digest", os.path.join(self.storage, "none"), env,
+            { "source_ref": src_ref, "out": out,
+              "tls_no_verify": not tls_verify },
+            Pull_Watch(src_ref, out, QUICK_TIMEOUT, QUICK_TIMEOUT))
+         if (rc == 3):
+            return None
+         if (rc != 0):
+            raise Pull_Error("manifest of %s: %s"
+                             % (src_ref, misc.stderr_tail(log_)))
+         with open(out, "rb") as fp:
+            return "sha256:" + hashlib.sha256(fp.read()).hexdigest()
+      finally:
+         os.unlink(out)
+
    def local_import(self, name):
       """Take image name (a ch-image reference: "foo", "org/foo:1.0") that
          a user built, imported or pulled with ch-image in this storage,

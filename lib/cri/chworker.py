@@ -15,7 +15,7 @@
 #
 # Protocol (one JSON object per line; stdin requests, stdout replies):
 #   first, unasked:  {"ok": true, "version": V} or {"ok": false, "error": E}
-#   request:         {"id": N, "op": "pull"|"init", "storage": DIR,
+#   request:         {"id": N, "op": "pull"|"init"|"digest", "storage": DIR,
 #                     "log": FILE, "env": {K: V or null}, "args": {...}}
 #   replies:         {"id": N, "pid": CHILD} at once, then
 #                    {"id": N, "rc": EXIT STATUS} when the child exits
@@ -23,7 +23,8 @@
 # storage directory: Charliecloud locks a storage for one process). The
 # child's output (Charliecloud's log) goes to FILE. "args" of a pull:
 # source_ref, dest_ref, arch (or null), tls_no_verify, layers (how many
-# layers to fetch at once).
+# layers to fetch at once); of a digest: source_ref, out (where to save the
+# manifest), tls_no_verify.
 
 import argparse
 import concurrent.futures
@@ -174,6 +175,21 @@ def prefetch_wrap(ch, pull, n):
    puller.manifest_load = manifest_load
 
 
+def manifest_fetch(ch, fs, pull, args):
+   """Save the manifest (list) the registry serves for args["source_ref"]
+      at args["out"], as a pull's first request gets it; return 0, or 3 if
+      the registry has no such image. The caller hashes it: that is the
+      digest a pull would record."""
+   reg = pull.ch_cri_registry.HTTP(pull.im.Reference(args["source_ref"]))
+   try:
+      reg.fatman_to_file(fs.Path(args["out"]), "manifest: checking digest")
+   except ch.Image_Unavailable_Error:
+      return 3
+   finally:
+      reg.close()
+   return 0
+
+
 def cli_make(mods, storage, func, args):
    "Return the argparse Namespace ch-image would make for func."
    (ch, bu, fs, pull) = mods
@@ -211,6 +227,9 @@ def child(mods, req):
       cli = cli_make(mods, req["storage"], func, req.get("args", {}))
       try:
          ch.init(cli)
+         if (req["op"] == "digest"):
+            code = manifest_fetch(ch, fs, pull, req["args"])
+            raise SystemExit(code)
          ch.dependencies_check()
          ch.storage.init()
          bu.init(cli)
@@ -262,7 +281,7 @@ def main():
             (line, buf) = buf.split(b"\n", 1)
             try:
                req = json.loads(line)
-               if (req.get("op") not in ("pull", "init")):
+               if (req.get("op") not in ("pull", "init", "digest")):
                   raise ValueError("unknown op: %r" % req.get("op"))
             except ValueError as x:
                send({ "id": None, "rc": 2, "error": str(x) })

@@ -247,12 +247,15 @@ class Image_Store:
       except imgref.Ref_Error as x:
          raise err.Invalid_Argument("image.image: %s" % x)
       if (self.stores):
-         # A store's image is used as it is: no download at all. (A tag
-         # moved upstream is not noticed: the store's admin pulls again.)
+         # A store's image is used as it is: no layer is downloaded. A tag
+         # is checked against the registry's manifest digest first (the
+         # kubelet asks for a pull of an image it has only when its pull
+         # policy is Always); if it moved, the new image is pulled here.
          img = self.store_find(ref_text=(ref.with_digest(ref.digest)
                                          if ref.digest is not None
                                          else ref.tagged))
-         if (img is not None):
+         if (img is not None and (ref.digest is not None
+                                  or self.store_current_p(ref, img, creds))):
             with self.lock:
                ours = img.id_ in self.images
             if (not ours):
@@ -281,6 +284,31 @@ class Image_Store:
       if (p.error is not None):
          raise p.error
       return p.id_
+
+   def store_current_p(self, ref, img, creds):
+      """Return False if the registry now serves tag ref as another image
+         than store image img (by manifest digest); True if it serves img,
+         or if no endpoint could say (the store's image is then used, as
+         on a node cut off from the registry)."""
+      for ep in self.registries.endpoints(ref):
+         (user, pw) = creds if creds else (ep.username, ep.password)
+         try:
+            d = self.ch.remote_digest(ep.src_ref(ref),
+                                      tls_verify=not ep.skip_verify,
+                                      ca_file=ep.ca, username=user,
+                                      password=pw)
+         except charlie.Pull_Error as x:
+            log.info("pull %s: digest check at %s failed: %s", ref, ep.host,
+                     x)
+            continue
+         if (d is None):
+            continue
+         if (ref.with_digest(d) in img.digests):
+            return True
+         log.info("pull %s: %s now serves %s, not %s's image: pulling it",
+                  ref, ep.host, d, img.store)
+         return False
+      return True
 
    def pull_do(self, ref, creds):
       if (ref.domain == LOCAL_DOMAIN):

@@ -143,3 +143,31 @@ store_ctr () {
       [[ -n $(crictl_ "$sock" images -q) ]]
    done
 }
+
+@test 'stores: a tag that moved in the registry is pulled anew; the store is kept' {
+   certs=${store_work}/certs
+   mkdir -p "$certs"
+   cp "${CH_CRI_TEST_CACHE}/registry/ca.pem" "${certs}/ca.crt"
+   reg=127.0.0.1:5443
+   retag () {   # retag SRC: point ch-cri-test/moving:1 at repository SRC
+      skopeo copy -q --src-cert-dir="$certs" --dest-cert-dir="$certs" \
+             "docker://${reg}/$1" "docker://${reg}/ch-cri-test/moving:1"
+   }
+   mv_ref=docker.io/ch-cri-test/moving:1
+   retag e2e-test-images/busybox:1.29-2
+   "$CH_CRI_BIN" --config "$CH_CRI_TEST_CONFIG" store add "$st" "$mv_ref"
+   stored=$("$CH_CRI_BIN" store list "$st" | awk '/moving:1/ {print $1}')
+   store_server root
+   sock=${store_work}/root/ch-cri.sock
+   # Unmoved: the store's image, nothing pulled.
+   [[ $(crictl_ "$sock" pull "$mv_ref") == *"$stored"* ]]
+   ! grep -q "pulled ${mv_ref}" "${store_work}/root/log"
+   # Moved: pulled here, now the tag's image; the store's kept by ID.
+   retag ch-cri-test/umoci-insert:1
+   new=$(crictl_ "$sock" pull "$mv_ref" | grep -o 'sha256:[0-9a-f]*')
+   [[ $new != "$stored" ]]
+   grep -q "pulled ${mv_ref}" "${store_work}/root/log"
+   [[ $(crictl_ "$sock" inspecti "$mv_ref" | jq -r .status.id) == "$new" ]]
+   crictl_ "$sock" inspecti "$stored" > /dev/null
+   retag e2e-test-images/busybox:1.29-2
+}

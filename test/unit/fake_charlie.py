@@ -123,6 +123,15 @@ class Fake_Charlie:
       return { "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                "LANG": "C" }
 
+   def remote_digest(self, src_ref, tls_verify=True, ca_file=None,
+                     username=None, password=None):
+      "The digest a pull of src_ref would record now, or None."
+      if (src_ref in self.failures):
+         raise charlie.Pull_Error("fake: %s: %s"
+                                  % (src_ref, self.failures[src_ref]))
+      data = self.registry.get(src_ref)
+      return None if data is None else digest_of(data)
+
    def pull(self, src_ref, tls_verify=True, ca_file=None, username=None,
             password=None, timeout=None, arch=None, stall=None):
       with self.lock:

@@ -15,8 +15,9 @@ import cri.imgstores as imgstores
 
 import fake_charlie
 from fake_charlie import config_bytes, id_of
-from test_images import (BB_DIGEST, BB_TAG, BUSYBOX, PAUSE, REGISTRY,
-                         code, image_list, pull, remove, status)
+from test_images import (BB_DIGEST, BB_TAG, BUSYBOX, BUSYBOX_NEW, HUB,
+                         PAUSE, REGISTRY, code, image_list, pull, remove,
+                         status)
 
 
 ## Helpers ##
@@ -120,3 +121,22 @@ def test_config_image_stores(tmp_path):
    p.write_text('image_stores = ["rel"]\n')
    with pytest.raises(cri.config.Config_Error, match="image_stores"):
       cri.config.load(str(p), True)
+
+
+def test_store_tag_checked_against_registry(serve, tmp_path):
+   """PullImage of a stored tag asks the registry for its digest: the same,
+      the store's image; moved, the new image is pulled here; registry
+      unreachable, the store's image."""
+   st = str(tmp_path / "st")
+   (bb,) = store_fill(st, ["busybox"])
+   s = serve(registry=REGISTRY, stores=[st])
+   assert pull(s, "busybox") == "sha256:" + bb and s.ch.pulls == []
+   s.ch.failures[HUB + "busybox:latest"] = "connection refused"
+   assert pull(s, "busybox") == "sha256:" + bb and s.ch.pulls == []
+   del s.ch.failures[HUB + "busybox:latest"]
+   s.ch.registry[HUB + "busybox:latest"] = BUSYBOX_NEW
+   assert pull(s, "busybox") == "sha256:" + id_of(BUSYBOX_NEW)
+   assert [p["src"] for p in s.ch.pulls] == [HUB + "busybox:latest"]
+   # Now ours: listed under the tag; the store's stays by its digest.
+   assert status(s, "busybox").image.id == "sha256:" + id_of(BUSYBOX_NEW)
+   assert status(s, BB_DIGEST).image.id == "sha256:" + bb
