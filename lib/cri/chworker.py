@@ -190,6 +190,40 @@ def manifest_fetch(ch, fs, pull, args):
    return 0
 
 
+def plain_wrap(pull):
+   """Make Charliecloud unpack each layer from a decompressed copy beside
+      it (PATH.tar, in the pull's own storage, gone with it): it reads a
+      layer twice (listing its members, then extracting them), and
+      Python's gzip is most of that; an uncompressed tar is listed by
+      seeking from header to header. One decompression instead of two."""
+   im = getattr(pull, "im", None)
+   image = getattr(im, "Image", None)
+   orig = getattr(image, "unpack", None)
+   if (orig is None):
+      return
+   def unpack(self, layer_tars, *args, **kwargs):
+      plain = []
+      for p in layer_tars:
+         p = str(p)
+         q = p + ".tar"
+         try:
+            with gzip.open(p, "rb") as src, open(q, "wb") as dst:
+               while True:
+                  chunk = src.read(1 << 20)
+                  if (not chunk):
+                     break
+                  dst.write(chunk)
+            plain.append(type(layer_tars[0])(q) if layer_tars else q)
+         except (OSError, EOFError, gzip.BadGzipFile):
+            try:
+               os.unlink(q)
+            except OSError:
+               pass
+            plain.append(layer_tars[len(plain)])   # as it is: theirs to judge
+      return orig(self, plain, *args, **kwargs)
+   image.unpack = unpack
+
+
 def cli_make(mods, storage, func, args):
    "Return the argparse Namespace ch-image would make for func."
    (ch, bu, fs, pull) = mods
@@ -222,6 +256,7 @@ def child(mods, req):
          else:
             os.environ[k] = v
       mend_wrap(ch, pull)
+      plain_wrap(pull)
       prefetch_wrap(ch, pull, int(req.get("args", {}).get("layers") or 1))
       func = pull.main if req["op"] == "pull" else (lambda cli: None)
       cli = cli_make(mods, req["storage"], func, req.get("args", {}))
@@ -269,10 +304,23 @@ def main():
       sys.exit(1)
    sel = selectors.DefaultSelector()
    sel.register(0, selectors.EVENT_READ)
+   # A child's exit wakes the loop at once (SIGCHLD writes to this pipe).
+   (wake_r, wake_w) = os.pipe()
+   for fd in (wake_r, wake_w):
+      os.set_blocking(fd, False)
+   signal.set_wakeup_fd(wake_w)
+   signal.signal(signal.SIGCHLD, lambda *_: None)
+   sel.register(wake_r, selectors.EVENT_READ)
    kids = dict()     # PID -> request ID
    buf = b""
    while True:
-      if (sel.select(timeout=0.1)):
+      ready = [k.fd for (k, _) in sel.select(timeout=1)]
+      if (wake_r in ready):
+         try:
+            os.read(wake_r, 4096)
+         except BlockingIOError:
+            pass
+      if (0 in ready):
          data = os.read(0, 65536)
          if (not data):
             break      # ch-cri closed us (its children die with us)
@@ -288,6 +336,8 @@ def main():
                continue
             pid = os.fork()
             if (pid == 0):
+               signal.set_wakeup_fd(-1)
+               signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                child(mods, req)
             kids[pid] = req.get("id")
             send({ "id": req.get("id"), "pid": pid })
