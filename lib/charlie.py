@@ -557,6 +557,11 @@ class Charliecloud:
             os.rename(tmp_path, final)
          self.blobs_link(os.path.join(scratch, "dlcache"), self.dlcache_dir)
          return (id_, digest, config, size, inodes)
+      except Pull_Error:
+         raise
+      except Charliecloud_Error as x:
+         # The worker died or did not answer: a failed pull, not ours.
+         raise Pull_Error("pull %s: %s" % (src_ref, x))
       except misc.Command_Error as x:
          raise Pull_Error(str(x))
       except (OSError, ValueError) as x:

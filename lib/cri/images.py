@@ -297,7 +297,7 @@ class Image_Store:
                                       tls_verify=not ep.skip_verify,
                                       ca_file=ep.ca, username=user,
                                       password=pw)
-         except charlie.Pull_Error as x:
+         except charlie.Charliecloud_Error as x:
             log.info("pull %s: digest check at %s failed: %s", ref, ep.host,
                      x)
             continue

@@ -99,3 +99,30 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
    crictl pull "$img"
    [[ $(pgrep -f "chworker.py .*${d}/storage" | head -n 1) != "$worker" ]]
 }
+
+@test 'the Charliecloud worker killed during a pull: UNAVAILABLE, not INTERNAL' {
+   server_start "$d"
+   worker=$(pgrep -f "chworker.py .*${d}/storage" | head -n 1)
+   [[ -n $worker ]]
+   crictl rmi "$img" 2>/dev/null || true
+   killed=
+   for (( try = 0; try < 10; try++ )); do
+      crictl pull "$img" > "${d}/pull.out" 2>&1 &
+      for (( i = 0; i < 400; i++ )); do
+         if [[ -n $(pgrep -P "$worker" | head -n 1) ]]; then
+            kill -KILL "$worker" && killed=yes
+            break
+         fi
+         sleep 0.005
+      done
+      wait "$!" || true
+      [[ -n $killed ]] && break
+      crictl rmi "$img" 2>/dev/null || true
+   done
+   [[ -n $killed ]]
+   cat "${d}/pull.out"
+   ! grep -q Internal "${d}/pull.out"
+   grep -q Unavailable "${d}/pull.out"
+   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   crictl pull "$img"
+}
