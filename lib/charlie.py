@@ -1,6 +1,8 @@
 # The Charliecloud adapter: the only module that builds ch-run/ch-image
 # command lines or knows Charliecloud's storage layout.
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -670,7 +672,32 @@ class Charliecloud:
             shutil.copyfile(src, os.path.join(scratch, n))
          elif (os.path.isdir(src) and not os.path.islink(src)):
             os.mkdir(os.path.join(scratch, n), 0o755)
-      self.blobs_link(self.dlcache_dir, os.path.join(scratch, "dlcache"))
+      with self.storage_free() as free:
+         if (free):
+            self.blobs_link(self.dlcache_dir,
+                            os.path.join(scratch, "dlcache"))
+         else:
+            log.info("storage %s in use by ch-image: pulling without its "
+                     "downloaded layers", self.storage)
+
+   @contextlib.contextmanager
+   def storage_free(self):
+      """Yield whether no other process (a user's ch-image) holds
+         Charliecloud's lock on our storage, holding it meanwhile if so:
+         ch-image writes downloads in place, so while it runs a layer in
+         the download cache may be half there."""
+      try:
+         fp = open(os.path.join(self.storage, "lock"), "a")
+      except OSError:
+         yield True
+         return
+      try:
+         fcntl.lockf(fp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+         yield True
+      except OSError:
+         yield False
+      finally:
+         fp.close()
 
    @staticmethod
    def blobs_link(src, dst):

@@ -140,3 +140,37 @@ def test_store_tag_checked_against_registry(serve, tmp_path):
    # Now ours: listed under the tag; the store's stays by its digest.
    assert status(s, "busybox").image.id == "sha256:" + id_of(BUSYBOX_NEW)
    assert status(s, BB_DIGEST).image.id == "sha256:" + bb
+
+
+def test_scratch_skips_cache_while_ch_image_runs(tmp_path):
+   "A pull's storage links no downloaded layer while ch-image holds ours."
+   import fcntl
+   import multiprocessing
+   import charlie
+   st = tmp_path / "storage"
+   for d in ("dlcache", "img", "ulcache"):
+      (st / d).mkdir(parents=True)
+   (st / "version").write_text("7\n")
+   blob = "a" * 64 + ".tar.gz"
+   (st / "dlcache" / blob).write_text("half a layer")
+   ch = charlie.Charliecloud(str(st), str(tmp_path))
+   ch.scratch_make(str(st / "img" / "s1"))
+   assert (st / "img" / "s1" / "dlcache" / blob).exists()
+   # Another process (as ch-image would) holds the storage lock.
+   held = multiprocessing.Event()
+   done = multiprocessing.Event()
+   def hold():
+      with open(st / "lock", "a") as fp:
+         fcntl.lockf(fp, fcntl.LOCK_EX)
+         held.set()
+         done.wait(20)
+   p = multiprocessing.Process(target=hold)
+   p.start()
+   try:
+      assert held.wait(20)
+      ch.scratch_make(str(st / "img" / "s2"))
+      assert (st / "img" / "s2" / "version").read_text() == "7\n"
+      assert list((st / "img" / "s2" / "dlcache").iterdir()) == []
+   finally:
+      done.set()
+      p.join(20)
