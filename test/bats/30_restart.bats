@@ -66,61 +66,60 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
    [[ $(crictl inspecti "$id" | jq -r '.status.repoTags[0]') == registry.k8s.io/pause:3.9 ]]
 }
 
-@test 'SIGKILL of a pull in the Charliecloud worker: an error, nothing left' {
-   server_start "$d"
-   worker=$(pgrep -f "chworker.py .*${d}/storage" | head -n 1)
-   [[ -n $worker ]]
-   killed=
+# The PID of the server's Charliecloud worker.
+worker_of () {
+   pgrep -f "chworker.py .*${d}/storage" | head -n 1
+}
+
+# Pull $img in the background while the Charliecloud worker $worker runs
+# it in a forked child, and, as soon as that child exists, SIGKILL $1
+# ("child": the pull; "worker": the worker itself); retried (bounded) if
+# the pull ended first. Its output goes to $d/pull.out; fails if nothing
+# was killed.
+pull_kill () {
+   local try i kid
    for (( try = 0; try < 10; try++ )); do
       crictl rmi "$img" 2>/dev/null || true
       crictl pull "$img" > "${d}/pull.out" 2>&1 &
-      # The pull is a forked child of the worker: kill it once it runs.
       for (( i = 0; i < 400; i++ )); do
          kid=$(pgrep -P "$worker" | head -n 1)
          if [[ -n $kid ]]; then
-            kill -KILL "$kid" && killed=yes
-            break
+            [[ $1 == child ]] || kid=$worker
+            kill -KILL "$kid"
+            wait "$!" || true
+            cat "${d}/pull.out"
+            return 0
          fi
          sleep 0.005
       done
       wait "$!" || true
-      [[ -n $killed ]] && break
    done
-   [[ -n $killed ]]
-   cat "${d}/pull.out"
+   return 1
+}
+
+@test 'SIGKILL of a pull in the Charliecloud worker: an error, nothing left' {
+   server_start "$d"
+   worker=$(worker_of)
+   [[ -n $worker ]]
+   # The pull is a forked child of the worker: kill it once it runs.
+   pull_kill child
    # A clean error, not INTERNAL; no half image; the same worker goes on.
    ! grep -q Internal "${d}/pull.out"
    ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
-   [[ $(pgrep -f "chworker.py .*${d}/storage" | head -n 1) == "$worker" ]]
+   [[ $(worker_of) == "$worker" ]]
    crictl pull "$img"
    # A killed worker is started again at the next pull.
    kill -KILL "$worker"
    crictl rmi "$img"
    crictl pull "$img"
-   [[ $(pgrep -f "chworker.py .*${d}/storage" | head -n 1) != "$worker" ]]
+   [[ $(worker_of) != "$worker" ]]
 }
 
 @test 'the Charliecloud worker killed during a pull: UNAVAILABLE, not INTERNAL' {
    server_start "$d"
-   worker=$(pgrep -f "chworker.py .*${d}/storage" | head -n 1)
+   worker=$(worker_of)
    [[ -n $worker ]]
-   crictl rmi "$img" 2>/dev/null || true
-   killed=
-   for (( try = 0; try < 10; try++ )); do
-      crictl pull "$img" > "${d}/pull.out" 2>&1 &
-      for (( i = 0; i < 400; i++ )); do
-         if [[ -n $(pgrep -P "$worker" | head -n 1) ]]; then
-            kill -KILL "$worker" && killed=yes
-            break
-         fi
-         sleep 0.005
-      done
-      wait "$!" || true
-      [[ -n $killed ]] && break
-      crictl rmi "$img" 2>/dev/null || true
-   done
-   [[ -n $killed ]]
-   cat "${d}/pull.out"
+   pull_kill worker
    ! grep -q Internal "${d}/pull.out"
    grep -q Unavailable "${d}/pull.out"
    ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
