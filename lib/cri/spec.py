@@ -316,6 +316,61 @@ def image_volume(images, m, f, dst):
             "propagation": "private", "image_id": img.id_ }
 
 
+def host_mount(config, m, f, dst, dev_binds):
+   """Return the keeper mount of host-path mount m (field f) at dst, or
+      None if it goes into the container's own /dev (added to dev_binds).
+      Raise for what can't be mounted."""
+   path_check(m.host_path, f + ".host_path")
+   if (m.propagation == pb.MountPropagation.PROPAGATION_BIDIRECTIONAL):
+      raise err.Invalid_Argument(
+         "%s.propagation: PROPAGATION_BIDIRECTIONAL is impossible: mounts "
+         "in a user namespace never propagate to the host" % f)
+   if (m.recursive_read_only and not m.readonly):
+      raise err.Invalid_Argument("%s.recursive_read_only: needs "
+                                 "readonly" % f)
+   if (m.recursive_read_only
+       and m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
+      raise err.Invalid_Argument("%s.recursive_read_only: needs "
+                                 "propagation PROPAGATION_PRIVATE "
+                                 "(later submounts would be writable)"
+                                 % f)
+   if (m.selinux_relabel):
+      log.info("%s: SELinux relabel ignored (no SELinux)", f)
+   if (dst == "/dev"):
+      raise err.Invalid_Argument("%s.container_path: /dev is the "
+                                 "container's own" % f)
+   if (dst.startswith("/dev/")):
+      # Into the container's own /dev, made by the keeper's child
+      # (/dev/termination-log, above all); a privileged container has
+      # the host's, where nothing can be bound.
+      if (config.linux.security_context.privileged):
+         log.warning("%s: %s skipped: a privileged container has the "
+                     "host's /dev", f, dst)
+      else:
+         dev_binds.append((m.host_path, dst))
+      return None
+   if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
+      raise err.Invalid_Argument("%s.container_path: %s is mounted by "
+                                 "Charliecloud from the host" % (f, dst))
+   try:
+      os.stat(m.host_path)
+   except FileNotFoundError:
+      try:
+         os.makedirs(m.host_path, 0o755)
+      except OSError as x:
+         raise err.Invalid_Argument("%s.host_path: can't create %s: %s"
+                                    % (f, m.host_path, x.strerror))
+   except OSError as x:
+      # Typically a root kubelet's pod directory (mode 0750) seen by an
+      # unprivileged ch-cri: the path exists, we just can't reach it.
+      raise err.Failed_Precondition(
+         "%s.host_path: can't access %s: %s (ch-cri runs as uid %d)"
+         % (f, m.host_path, x.strerror, os.geteuid()))
+   return { "src": m.host_path, "dst": dst, "ro": m.readonly,
+            "rro": m.recursive_read_only,
+            "propagation": PROPAGATION[m.propagation] }
+
+
 def mounts_make(pod, config, images=None):
    """Return (keeper mounts, ch-run binds, paths to create, binds into the
       container's own /dev) for the request's mounts (image volumes from
@@ -334,74 +389,27 @@ def mounts_make(pod, config, images=None):
              or dst.startswith(("/dev/", "/proc/", "/sys/"))):
             raise err.Invalid_Argument("%s.container_path: %s can't hold "
                                        "an image volume" % (f, dst))
-         targets.add(dst)
-         mounts.append(image_volume(images, m, f, dst))
-         continue
-      path_check(m.host_path, f + ".host_path")
-      if (m.propagation == pb.MountPropagation.PROPAGATION_BIDIRECTIONAL):
-         raise err.Invalid_Argument(
-            "%s.propagation: PROPAGATION_BIDIRECTIONAL is impossible: mounts "
-            "in a user namespace never propagate to the host" % f)
-      if (m.recursive_read_only and not m.readonly):
-         raise err.Invalid_Argument("%s.recursive_read_only: needs "
-                                    "readonly" % f)
-      if (m.recursive_read_only
-          and m.propagation != pb.MountPropagation.PROPAGATION_PRIVATE):
-         raise err.Invalid_Argument("%s.recursive_read_only: needs "
-                                    "propagation PROPAGATION_PRIVATE "
-                                    "(later submounts would be writable)"
-                                    % f)
-      if (m.selinux_relabel):
-         log.info("%s: SELinux relabel ignored (no SELinux)", f)
-      if (dst == "/dev"):
-         raise err.Invalid_Argument("%s.container_path: /dev is the "
-                                    "container's own" % f)
-      if (dst.startswith("/dev/")):
-         # Into the container's own /dev, made by the keeper's child
-         # (/dev/termination-log, above all); a privileged container has
-         # the host's, where nothing can be bound.
-         if (config.linux.security_context.privileged):
-            log.warning("%s: %s skipped: a privileged container has the "
-                        "host's /dev", f, dst)
-         else:
-            dev_binds.append((m.host_path, dst))
-         continue
-      if (dst in ("/proc", "/sys") or dst.startswith(("/proc/", "/sys/"))):
-         raise err.Invalid_Argument("%s.container_path: %s is mounted by "
-                                    "Charliecloud from the host" % (f, dst))
-      try:
-         os.stat(m.host_path)
-      except FileNotFoundError:
-         try:
-            os.makedirs(m.host_path, 0o755)
-         except OSError as x:
-            raise err.Invalid_Argument("%s.host_path: can't create %s: %s"
-                                       % (f, m.host_path, x.strerror))
-      except OSError as x:
-         # Typically a root kubelet's pod directory (mode 0750) seen by an
-         # unprivileged ch-cri: the path exists, we just can't reach it.
-         raise err.Failed_Precondition(
-            "%s.host_path: can't access %s: %s (ch-cri runs as uid %d)"
-            % (f, m.host_path, x.strerror, os.geteuid()))
+         mount = image_volume(images, m, f, dst)
+      else:
+         mount = host_mount(config, m, f, dst, dev_binds)
+         if (mount is None):
+            continue
       targets.add(dst)
-      mount = { "src": m.host_path, "dst": dst, "ro": m.readonly,
-                "rro": m.recursive_read_only,
-                "propagation": PROPAGATION[m.propagation] }
       if (dst in CHRUN_FILES or dst == "/tmp" or dst.startswith("/tmp/")):
          # ch-run mounts these itself, after the keeper, so only ch-run
-         # --bind reaches them: of the host path as it is (read-write,
-         # private), or as root of a copy of the host's tree the keeper
+         # --bind reaches them: of the source as it is (read-write,
+         # private), or as root of a copy of the source's tree the keeper
          # staged with the options asked for.
          if (os.geteuid() == 0):
             mounts.append(dict(mount, stage=True))
-         elif (m.readonly or m.propagation):
+         elif (mount["ro"] or m.propagation):
             raise err.Invalid_Argument("%s: %s can only be mounted "
                                        "read-write and private by an "
                                        "unprivileged ch-cri" % (f, dst))
          else:
-            binds.append((m.host_path, dst))
+            binds.append((mount["src"], dst))
          if (not dst.startswith("/tmp")):
-            mkpaths.append((dst, "dir" if os.path.isdir(m.host_path)
+            mkpaths.append((dst, "dir" if os.path.isdir(mount["src"])
                                   else "file"))
       else:
          mounts.append(mount)
