@@ -41,16 +41,16 @@ class Read_Store:
    """One read-only image store, as the server sees it: its index, read
       again when it changes (checked at most every REFRESH_EVERY seconds).
       A store that is gone or unreadable has no images (logged once), and
-      comes back when it does. Thread-safe enough: a refresh replaces the
-      two dicts whole."""
+      comes back when it does. A refresh replaces its view (images by ID,
+      IDs by reference) whole: a reader takes it once, never half of one
+      refresh and half of another."""
 
    def __init__(self, path, image_class):
       self.path = os.path.abspath(path)
       self.index = os.path.join(self.path, INDEX_FILE)
       self.img_dir = os.path.join(self.path, STORAGE_DIR, "img")
       self.image_class = image_class
-      self.images = dict()    # ID -> Image
-      self.by_ref = dict()    # tag or digest string -> ID
+      self.view = ({}, {})    # (ID -> Image, tag or digest string -> ID)
       self.stamp = None       # the index's (inode, mtime, size) as read
       self.checked = 0.0      # time.monotonic() of the last look
       self.broken = None      # why the store has no images, if so
@@ -77,8 +77,7 @@ class Read_Store:
          if (self.broken is None):
             log.warning("%s: no images from it: %s", self, x)
          self.broken = str(x)
-         self.images = dict()
-         self.by_ref = dict()
+         self.view = ({}, {})
          self.stamp = None
          return
       images = dict()
@@ -94,7 +93,7 @@ class Read_Store:
                  for r in img.tags + img.digests }
       if (self.broken is not None or self.stamp is None):
          log.info("%s: %d images", self, len(images))
-      (self.images, self.by_ref) = (images, by_ref)
+      self.view = (images, by_ref)
       self.stamp = stamp
       self.broken = None
 
@@ -103,16 +102,17 @@ class Read_Store:
 
    def get(self, id_):
       self.refresh()
-      return self.images.get(id_)
+      return self.view[0].get(id_)
 
    def find_ref(self, ref_text):
       "Return the Image whose tag or digest reference is ref_text, or None."
       self.refresh()
-      return self.images.get(self.by_ref.get(ref_text))
+      (images, by_ref) = self.view
+      return images.get(by_ref.get(ref_text))
 
    def list(self):
       self.refresh()
-      return list(self.images.values())
+      return list(self.view[0].values())
 
 
 ## Functions ##
