@@ -346,9 +346,10 @@ class Charliecloud:
    """Charliecloud as ch-cri sees it: where its commands are, which version
       and features they have, and one storage directory.
 
-      Calls to ch-image are serialised with a lock because its storage lock
-      is non-blocking: a second concurrent call would fail at once. Lock
-      order: this lock is a leaf (nothing else is taken while it is held)."""
+      self.lock serialises initialising the storage (Charliecloud's own
+      storage lock does not wait); pulls need none, each having a storage
+      of its own. Lock order: this lock is a leaf (nothing else is taken
+      while it is held)."""
 
    def __init__(self, storage, state_dir, bin_dir=None, python=None):
       self.storage = os.path.abspath(storage)

@@ -62,8 +62,6 @@ def load(libdir, bindir):
    import build_cache as bu
    import filesystem as fs
    import pull
-   import registry
-   pull.ch_cri_registry = registry   # for prefetch_wrap()
    for (m, names) in ((ch, ("init", "exit", "dependencies_check", "ERROR",
                             "Fatal_Error", "Build_Mode")),
                       (bu, ("init",)), (pull, ("main",)),
@@ -137,7 +135,7 @@ def prefetch_wrap(ch, pull, n):
       its own error messages, any a thread could not."""
    puller = getattr(pull, "Image_Puller", None)
    orig = getattr(puller, "manifest_load", None)
-   rg = getattr(pull, "ch_cri_registry", None)
+   rg = getattr(pull, "rg", None)         # its registry module
    if (n < 2 or orig is None or rg is None
        or not hasattr(rg, "HTTP") or not hasattr(puller, "layer_path")):
       return
@@ -180,7 +178,7 @@ def manifest_fetch(ch, fs, pull, args):
       at args["out"], as a pull's first request gets it; return 0, or 3 if
       the registry has no such image. The caller hashes it: that is the
       digest a pull would record."""
-   reg = pull.ch_cri_registry.HTTP(pull.im.Reference(args["source_ref"]))
+   reg = pull.rg.HTTP(pull.im.Reference(args["source_ref"]))
    try:
       reg.fatman_to_file(fs.Path(args["out"]), "manifest: checking digest")
    except ch.Image_Unavailable_Error:
