@@ -44,7 +44,12 @@ RUN_OPTIONS = { "unset_env":  "--unset-env",
 IMG_PREFIX = "ch-cri%"
 PULL_PREFIX = IMG_PREFIX + "pull-"
 TRASH_PREFIX = IMG_PREFIX + "trash-"
-ID_DIR_RE = re.compile(r"ch-cri%([0-9a-f]{64})\Z")
+ID_DIR_RE = re.compile(r"ch-cri%([0-9a-f]{64})(\.sqfs)?\Z")
+# An image kept as SquashFS is "ch-cri%<ID>.sqfs" beside (or instead of)
+# its directory, with its config in "ch-cri%<ID>.sqfs.json" (written
+# first: the image exists once the SquashFS file does).
+SQFS_SUFFIX = ".sqfs"
+SQFS_CONFIG_SUFFIX = ".sqfs.json"
 # Content-addressed files of the download cache (layers, configs).
 BLOB_RE = re.compile(r"[0-9a-f]{64}\.(tar\.gz|json)\Z")
 
@@ -100,6 +105,28 @@ def version_parse(text):
    if (m is None):
       raise ValueError("unparseable version: %r" % text)
    return tuple(int(i) for i in m.group(1).split("."))
+
+
+def forms_of(img_dir, id_):
+   """Return the forms ("dir", "squash") of image id_ in Charliecloud image
+      directory img_dir (ours or a store's)."""
+   base = os.path.join(img_dir, IMG_PREFIX + id_)
+   return tuple(f for (f, ok) in (("dir", os.path.isdir(base)),
+                                  ("squash",
+                                   os.path.isfile(base + SQFS_SUFFIX)))
+                if ok)
+
+
+def config_of(img_dir, id_):
+   """Return (config bytes, parsed dict) of image id_ in img_dir: from its
+      directory, or beside its SquashFS file."""
+   base = os.path.join(img_dir, IMG_PREFIX + id_)
+   path = os.path.join(base, "ch", "config.pulled.json")
+   if (not os.path.isdir(base)):
+      path = base + SQFS_CONFIG_SUFFIX
+   with open(path, "rb") as fp:
+      data = fp.read()
+   return (data, json.loads(data))
 
 
 def tree_hash(root):
@@ -467,24 +494,52 @@ class Charliecloud:
          data = fp.read()
       return (data, json.loads(data))
 
-   def image_trash(self, id_):
-      """Move the image directory for ID id_ into the trash (one rename, so
-         a crash never leaves half an image); missing is fine. Empty the
-         trash later with trash_empty()."""
-      src = os.path.join(self.img_dir, IMG_PREFIX + id_)
-      dst = os.path.join(self.img_dir, TRASH_PREFIX + uuid.uuid4().hex)
-      try:
-         os.rename(src, dst)
-      except FileNotFoundError:
-         pass
+   def image_trash(self, id_, forms=("dir", "squash")):
+      """Move the image with ID id_ (those of its forms named) into the
+         trash (one rename each, so a crash never leaves half an image);
+         missing is fine. Empty the trash later with trash_empty()."""
+      srcs = []
+      if ("dir" in forms):
+         srcs.append(self.image_path(id_))
+      if ("squash" in forms):
+         srcs += [self.sqfs_path(id_),
+                  self.sqfs_path(id_)[:-len(SQFS_SUFFIX)]
+                  + SQFS_CONFIG_SUFFIX]
+      for src in srcs:
+         dst = os.path.join(self.img_dir, TRASH_PREFIX + uuid.uuid4().hex)
+         try:
+            os.rename(src, dst)
+         except FileNotFoundError:
+            pass
 
    def image_ids(self):
-      "Return the set of image IDs whose directories are in the storage."
+      """Return the set of IDs of the images in the storage (as a directory,
+         a SquashFS file or both)."""
       try:
          names = os.listdir(self.img_dir)
       except FileNotFoundError:
          return set()
       return { m.group(1) for m in map(ID_DIR_RE.match, names) if m }
+
+   def image_forms(self, id_):
+      """Return the forms ("dir", "squash") in which image id_ is here, in
+         that order."""
+      return forms_of(self.img_dir, id_)
+
+   def sqfs_path(self, id_):
+      "Return the SquashFS file of the image with ID id_ (may not exist)."
+      return os.path.join(self.img_dir, IMG_PREFIX + id_ + SQFS_SUFFIX)
+
+   def sqfs_make(self, id_, make):
+      """Add the SquashFS form of image id_, made from its directory by
+         make(src, dst) (see cri.squash.Squash.make); return its size.
+         Its config goes beside it first."""
+      (data, _) = self.image_config(self.image_path(id_))
+      dst = self.sqfs_path(id_)
+      fsutil.file_write_atomic(dst[:-len(SQFS_SUFFIX)] + SQFS_CONFIG_SUFFIX,
+                               data, 0o644)
+      make(self.image_path(id_), dst)
+      return os.stat(dst).st_size
 
    def image_path(self, id_):
       "Return the directory of the image with ID id_ (may not exist)."
@@ -847,6 +902,12 @@ class Charliecloud:
             log.info("removing interrupted pull: %s", n)
             fsutil.rmtree(os.path.join(self.img_dir, n))
             self.pull_files_remove(n)
+         elif (".sqfs.tmp-" in n
+               or (n.endswith(SQFS_CONFIG_SUFFIX)
+                   and (n[:-len(SQFS_CONFIG_SUFFIX)] + SQFS_SUFFIX)
+                       not in names)):
+            log.info("removing interrupted SquashFS image: %s", n)
+            os.unlink(os.path.join(self.img_dir, n))
       self.trash_empty()
       # Before pulls had storages of their own, ch-image wrote downloads
       # in place in ours, and an interrupted pull (this marker, from an
@@ -867,7 +928,11 @@ class Charliecloud:
          return
       for n in names:
          if (n.startswith(TRASH_PREFIX)):
-            fsutil.rmtree(os.path.join(self.img_dir, n))
+            p = os.path.join(self.img_dir, n)
+            if (os.path.isdir(p) and not os.path.islink(p)):
+               fsutil.rmtree(p)
+            else:
+               os.unlink(p)
 
    def storage_init(self):
       """Make sure the storage directory exists and is valid, letting

@@ -20,7 +20,8 @@ LOG_LEVELS = tuple(misc.LOG_LEVELS)
 TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
              "storage_dir", "log_level", "cgroup_driver", "pinned_images",
              "streaming", "registry", "network", "metrics", "cdi",
-             "image_stores", "pull_progress_timeout", "pull_layers" }
+             "image_stores", "pull_progress_timeout", "pull_layers",
+             "image_format", "squash_mounter" }
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
@@ -69,6 +70,8 @@ def defaults():
             "image_stores": [],
             "pull_progress_timeout": 300,
             "pull_layers": 3,
+            "image_format": "dir",
+            "squash_mounter": "auto",
             "streaming": { "address": "127.0.0.1", "port": 0,
                            "token_ttl": 60, "idle_timeout": 4 * 3600,
                            "allow_remote": False },
@@ -122,7 +125,7 @@ def load(path, required):
       raise Config_Error("can't read config file %s: %s" % (path, x))
    unknown(data, TOP_KEYS, "")
    for k in ("socket", "state_dir", "storage_dir", "socket_group",
-             "cgroup_driver"):
+             "cgroup_driver", "image_format", "squash_mounter"):
       if (k in data):
          cfg[k] = typed(data, k, str, k)
    if ("socket_mode" in data):
@@ -256,6 +259,10 @@ def validate(cfg):
       raise Config_Error("cdi.ldconfig: must be an absolute path")
    if (cfg["metrics"] is not None):
       metrics_parse(cfg["metrics"])
+   if (cfg["image_format"] not in ("dir", "squash")):
+      raise Config_Error("image_format: must be dir or squash")
+   if (cfg["squash_mounter"] not in ("auto", "kernel", "fuse")):
+      raise Config_Error("squash_mounter: must be auto, kernel or fuse")
    if (not 1 <= cfg["pull_layers"] <= 32):
       raise Config_Error("pull_layers: must be 1 to 32")
    if (cfg["pull_progress_timeout"] < 1):

@@ -20,6 +20,7 @@ import cri.sandbox as sb
 import cri.security
 import cri.store as st
 import cri.spec
+import cri.squash
 
 from cri_api.v1 import api_pb2 as pb
 
@@ -131,8 +132,10 @@ class Container:
 class Containers(ctrstart.Start_Path):
    "Container operations over a Store."
 
-   def __init__(self, store, ch, pods, images, cg=None, init=None):
+   def __init__(self, store, ch, pods, images, cg=None, init=None,
+                squash=None):
       self.init = init         # ch-cri-init on the host
+      self.squash = squash     # cri.squash.Squash, or None
       self.store = store
       self.ch = ch
       self.pods = pods
@@ -190,7 +193,41 @@ class Containers(ctrstart.Start_Path):
       if (img is None):
          raise err.Not_Found("image not found: %s (pull it first)"
                              % config.image.image)
-      spec = cri.spec.make(self.ch, self.images, pod, config, img.id_)
+      id_ = secrets.token_hex(32)
+      sqfs = self.squash_acquire(id_, pod, img)
+      try:
+         spec = cri.spec.make(self.ch, self.images, pod, config, img.id_,
+                              root=(self.squash.view(self.squash.mnt(sqfs))
+                                    if sqfs else None))
+         if (sqfs):
+            spec["squash"] = sqfs
+         self.create_record(id_, pod_id, config, img, spec)
+      except BaseException:
+         if (sqfs):
+            self.squash.release(id_, sqfs)
+         raise
+      log.info("container %s (%s) created in pod %s%s", id_, md.name,
+               pod_id, " from SquashFS" if sqfs else "")
+      return id_
+
+   def squash_acquire(self, id_, pod, img):
+      """Return the SquashFS file container id_ of pod runs from, mounted
+         and counted, or None if it runs from a directory."""
+      if (self.squash is None):
+         return None
+      want = cri.squash.format_of(pod.config.annotations,
+                                  self.squash.default,
+                                  "pod config.annotations")
+      if (self.images.form_run(img.id_, want, "config.image.image")
+          != "squash"):
+         return None
+      sqfs = self.images.sqfs_path(img.id_)
+      self.squash.acquire(id_, sqfs)
+      return sqfs
+
+   def create_record(self, id_, pod_id, config, img, spec):
+      "Record new container id_ in memory and on disk."
+      md = config.metadata
       with self.store.lock:
          for c in self.store.containers.values():
             if (c.pod_id == pod_id and c.config.metadata.name == md.name
@@ -198,7 +235,6 @@ class Containers(ctrstart.Start_Path):
                raise err.Already_Exists(
                   "container name %s (attempt %d) is in use by %s in pod %s"
                   % (md.name, md.attempt, c.id_, pod_id))
-         id_ = secrets.token_hex(32)
          c = Container(self.store, id_, pod_id, config, time.time_ns(),
                        img.id_, spec)
          self.store.containers[id_] = c
@@ -214,8 +250,6 @@ class Containers(ctrstart.Start_Path):
          self.store.dir_remove(c.dir_)
          raise
       self.store.events.ctr_publish("created", c)
-      log.info("container %s (%s) created in pod %s", id_, md.name, pod_id)
-      return id_
 
    ## Lifecycle ##
 
@@ -309,6 +343,8 @@ class Containers(ctrstart.Start_Path):
          self.store.dir_remove(c.dir_)
          if (self.cg is not None and self.cg.usable):
             self.cg.remove(self.cg_key(c))
+         if (self.squash is not None and (c.spec or {}).get("squash")):
+            self.squash.release(c.id_, c.spec["squash"])
       self.store.events.ctr_publish("deleted", c)
       log.info("container %s removed", id_)
 

@@ -71,6 +71,22 @@ class Start_Path:
                  "upper": os.path.join(c.dir_, "rootfs", "upper"),
                  "work": os.path.join(c.dir_, "rootfs", "work"),
                  "merged": merged }
+      if (s.get("squash")):
+         # The image's one SquashFS mount on this node: as root a copy of
+         # it goes to the keeper; an ordinary user's reaches the pod by
+         # propagation (see cri/squash.py), which the keeper checks.
+         self.squash.acquire(c.id_, s["squash"])   # mounted again if dead
+         rootfs["lower"] = self.squash.mnt(s["squash"])
+         rootfs["lower_mounted"] = True
+         if (uns is None and os.geteuid() == 0):
+            try:
+               fds.append(cri.keeper.nsmount.tree_clone(rootfs["lower"]))
+            except OSError as x:
+               raise err.Failed_Precondition(
+                  "container %s: SquashFS image %s: %s"
+                  % (c.id_, s["squash"], x))
+            rootfs.update(lower_fd=len(fds) - 1,
+                          lower_mnt=os.path.join(c.dir_, "rootfs", "lower"))
       if (uns is not None):
          # The image ID-mapped into the pod's user namespace, so its
          # root owns the image there (writes go to the upper layer).

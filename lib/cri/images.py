@@ -14,6 +14,7 @@ import misc
 import cri.errors as err
 import cri.imgstores as imgstores
 import cri.metrics as metrics
+import cri.squash
 
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1 import api_pb2_grpc as pb_grpc
@@ -61,23 +62,41 @@ def user_split(user):
 
 class Image:
    """One image in the index: ID (64 hex), tags ("name:tag"), digests
-      ("name@sha256:..."), size in bytes and inodes, the config's User;
-      store is the read-only image store it is in (None: ours)."""
+      ("name@sha256:..."), size in bytes and inodes (of its tree), the
+      config's User, the forms it is kept in ("dir", "squash") and the
+      SquashFS file's size; store is the read-only image store it is in
+      (None: ours)."""
 
-   __slots__ = ("id_", "tags", "digests", "size", "inodes", "user", "store")
+   __slots__ = ("id_", "tags", "digests", "size", "inodes", "user", "store",
+                "forms", "sqfs_size")
 
-   def __init__(self, id_, tags=(), digests=(), size=0, inodes=0, user=""):
+   def __init__(self, id_, tags=(), digests=(), size=0, inodes=0, user="",
+                forms=("dir",), sqfs_size=0):
       self.id_ = id_
       self.tags = list(tags)
       self.digests = list(digests)
       self.size = size
       self.inodes = inodes
       self.user = user
+      self.forms = tuple(forms)
+      self.sqfs_size = sqfs_size
       self.store = None
 
    def as_dict(self):
       return { "tags": self.tags, "digests": self.digests,
-               "size": self.size, "inodes": self.inodes, "user": self.user }
+               "size": self.size, "inodes": self.inodes, "user": self.user,
+               "forms": list(self.forms), "sqfs_size": self.sqfs_size }
+
+   @classmethod
+   def of_dict(class_, id_, d):
+      "Return the Image of index entry d (made by as_dict(), or older)."
+      forms = d.get("forms") or ["dir"]
+      if (not isinstance(forms, list)):
+         forms = ["dir"]
+      return class_(id_, d.get("tags", []), d.get("digests", []),
+                    d.get("size", 0), d.get("inodes", 0), d.get("user", ""),
+                    [f for f in forms if f in ("dir", "squash")],
+                    d.get("sqfs_size", 0))
 
 
 class Pull:
@@ -102,8 +121,10 @@ class Image_Store:
       Read-only image stores (paths in stores, see cri/imgstores.py) add
       their images, after ours: an image ch-cri has itself is its own."""
 
-   def __init__(self, ch, registries, state_dir, pinned=(), stores=()):
+   def __init__(self, ch, registries, state_dir, pinned=(), stores=(),
+                squash=None):
       self.ch = ch
+      self.squash = squash   # a cri.squash.Squash, or None: no SquashFS
       self.stores = [imgstores.Read_Store(p, Image) for p in stores]
       self.registries = registries
       self.path = os.path.join(state_dir, INDEX_FILE)
@@ -139,9 +160,8 @@ class Image_Store:
          if (id_ not in on_disk):
             log.warning("image %s in index but not in storage; dropped", id_)
             continue
-         self.images[id_] = Image(id_, d.get("tags", []),
-                                  d.get("digests", []), d.get("size", 0),
-                                  d.get("inodes", 0), d.get("user", ""))
+         img = self.images[id_] = Image.of_dict(id_, d)
+         img.forms = self.ch.image_forms(id_)   # a crash may have cut one
       for id_ in on_disk - set(self.images):
          log.warning("image %s in storage but not in index; removing", id_)
          self.ch.image_trash(id_)
@@ -168,9 +188,76 @@ class Image_Store:
          because the ID is its hash)."""
       c = self.config_cache.get(id_)
       if (c is None):
-         (_, c) = self.ch.image_config(self.image_path(id_))
+         with self.lock:
+            ours = id_ in self.images
+         s = None if ours else self.store_of(id_)
+         (_, c) = charlie.config_of(s.img_dir if s else self.ch.img_dir, id_)
          self.config_cache[id_] = c
       return c
+
+   def store_of(self, id_):
+      "Return the first Read_Store having image id_, or None."
+      for s in self.stores:
+         if (s.get(id_) is not None):
+            return s
+      return None
+
+   def sqfs_path(self, id_):
+      """Return the SquashFS file of image id_ (ours or a store's), or None
+         if it has none."""
+      with self.lock:
+         img = self.images.get(id_)
+         if (img is not None):
+            return (self.ch.sqfs_path(id_) if "squash" in img.forms
+                    else None)
+      img = self.store_find(id_=id_)
+      if (img is not None and "squash" in img.forms):
+         return self.store_of(id_).sqfs_path(id_)
+      return None
+
+   def form_run(self, id_, want, where):
+      """Return the form ("dir" or "squash") a container of image id_ runs
+         from, its pod asking for want (see cri.squash.format_of()): want
+         if the image has it, making the SquashFS form of one of ours if
+         need be; else the form it has. Raise what can't be done, naming
+         where."""
+      img = self.find("sha256:" + id_)
+      if (img is None):
+         raise err.Not_Found("%s: image sha256:%s gone" % (where, id_))
+      if (want == "squash" and "squash" not in img.forms
+          and img.store is None):
+         self.squash_add(img)
+      elif (want == "squash" and "squash" not in img.forms):
+         log.info("image sha256:%s of %s has no SquashFS form: running its "
+                  "directory", id_, img.store)
+      if (want in img.forms):
+         return want
+      if ("squash" in img.forms and "dir" not in img.forms):
+         return "squash"
+      return "dir"
+
+   def squash_add(self, img, drop_dir=False):
+      """Add the SquashFS form to our image img (made from its directory);
+         with drop_dir, then remove the directory unless a container uses
+         it. Raise Failed_Precondition if SquashFS images can't be made or
+         mounted here."""
+      if (self.squash is None):
+         raise err.Failed_Precondition("SquashFS images are not enabled")
+      if ("squash" not in img.forms):
+         t0 = time.monotonic()
+         size = self.ch.sqfs_make(img.id_, self.squash.make)
+         log.info("image sha256:%s: SquashFS made in %.1fs (%d bytes)",
+                  img.id_, time.monotonic() - t0, size)
+         with self.lock:
+            img.sqfs_size = size
+            img.forms = self.ch.image_forms(img.id_)
+            self.save()
+      if (drop_dir and "dir" in img.forms and self.in_use(img.id_) is None):
+         with self.lock:
+            self.ch.image_trash(img.id_, ("dir",))
+            img.forms = self.ch.image_forms(img.id_)
+            self.save()
+         self.ch.trash_empty()
 
    def image_path(self, id_):
       """Return the directory of image id_: ours, or a store's if we do
@@ -233,19 +320,37 @@ class Image_Store:
    def fs_usage(self):
       "Return (bytes, inodes) used by the images, from the index."
       with self.lock:
-         return (sum(i.size for i in self.images.values()),
-                 sum(i.inodes for i in self.images.values()))
+         return (sum((i.size if "dir" in i.forms else 0) + i.sqfs_size
+                     for i in self.images.values()),
+                 sum(i.inodes if "dir" in i.forms else 1
+                     for i in self.images.values()))
 
    ## Changes ##
 
-   def pull(self, text, creds):
+   def pull(self, text, creds, form=None):
       """Pull the image text names (creds: (username, password) or None)
          and return its ID. Concurrent pulls of one reference share one
-         download."""
+         download. With form "squash", keep it as SquashFS (our images:
+         only that, if it is new here)."""
       try:
          ref = imgref.parse(text)
       except imgref.Ref_Error as x:
          raise err.Invalid_Argument("image.image: %s" % x)
+      if (form == "squash"):
+         if (self.squash is None):
+            raise err.Failed_Precondition("SquashFS images are not enabled")
+         self.squash.mountable_check("pull %s as SquashFS" % ref)
+      with self.lock:
+         had = set(self.images)
+      id_ = self.pull_ref(ref, creds)
+      if (form == "squash"):
+         with self.lock:
+            img = self.images.get(id_)
+         if (img is not None):
+            self.squash_add(img, drop_dir=id_ not in had)
+      return id_
+
+   def pull_ref(self, ref, creds):
       if (self.stores):
          # A store's image is used as it is: no layer is downloaded. A tag
          # is checked against the registry's manifest digest first (the
@@ -356,13 +461,15 @@ class Image_Store:
       "Record a finished pull of ref."
       user = (config.get("config") or {}).get("User") or ""
       with self.lock:
-         if (not os.path.isdir(self.ch.image_path(id_))):
+         forms = self.ch.image_forms(id_)
+         if (not forms):
             raise err.Aborted("image sha256:%s removed while it was pulled; "
                               "pull again" % id_)
          img = self.images.get(id_)
          if (img is None):
             img = self.images[id_] = Image(id_, size=size, inodes=inodes,
                                            user=user)
+         img.forms = forms
          new = []
          if (ref.tag is not None):
             new.append(ref.tagged)
@@ -453,7 +560,10 @@ class Image_Servicer(pb_grpc.ImageServiceServicer):
          except FileNotFoundError:
             return pb.ImageStatusResponse()   # removed meanwhile
          info = { "imageSpec": spec,
-                  "storagePath": self.store.image_path(img.id_) }
+                  "storagePath": self.store.image_path(img.id_),
+                  "forms": list(img.forms) }
+         if ("squash" in img.forms):
+            info["squashfsPath"] = self.store.sqfs_path(img.id_)
          if (img.store is not None):
             info["imageStore"] = img.store
          res.info["info"] = json.dumps(info, sort_keys=True)
@@ -464,7 +574,12 @@ class Image_Servicer(pb_grpc.ImageServiceServicer):
       creds = None
       if (request.HasField("auth")):
          creds = auth_creds(request.auth)
-      id_ = self.store.pull(request.image.image, creds)
+      form = None
+      if (self.store.squash is not None):
+         form = cri.squash.format_of(
+            request.sandbox_config.annotations, self.store.squash.default,
+            "sandbox_config.annotations")
+      id_ = self.store.pull(request.image.image, creds, form)
       return pb.PullImageResponse(image_ref="sha256:" + id_)
 
    @err.rpc

@@ -5,8 +5,9 @@
 # A store is laid out as ch-cri's own images are: STORE/images.json (the
 # index, in ch-cri's format: ID -> tags, digests, size, inodes, user) and
 # STORE/storage (a Charliecloud storage directory, images in
-# storage/img/ch-cri%ID). "ch-cri store add STORE REF..." fills one by
-# pulling through the same code as PullImage (see store_command()).
+# storage/img/ch-cri%ID, or storage/img/ch-cri%ID.sqfs for SquashFS). "ch-cri
+# store add [--squash] STORE REF..." fills one by pulling through the same
+# code as PullImage (see store_command()).
 
 import fcntl
 import os
@@ -84,9 +85,7 @@ class Read_Store:
       for (id_, d) in table.items():
          if (not isinstance(d, dict) or imgref.id_parse(id_) != id_):
             continue
-         img = self.image_class(id_, d.get("tags", []), d.get("digests", []),
-                                d.get("size", 0), d.get("inodes", 0),
-                                d.get("user", ""))
+         img = self.image_class.of_dict(id_, d)
          img.store = self.path
          images[id_] = img
       by_ref = { r: img.id_ for img in images.values()
@@ -99,6 +98,9 @@ class Read_Store:
 
    def image_path(self, id_):
       return os.path.join(self.img_dir, charlie.IMG_PREFIX + id_)
+
+   def sqfs_path(self, id_):
+      return self.image_path(id_) + charlie.SQFS_SUFFIX
 
    def get(self, id_):
       self.refresh()
@@ -117,17 +119,19 @@ class Read_Store:
 
 ## Functions ##
 
-def store_command(cfg, python, argv):
-   """ch-cri store add STORE REF... | list STORE | rm STORE REF...: fill,
-      list or prune the read-only image store STORE with the registries of
-      settings cfg. Return the exit status."""
+def store_command(cfg, python, argv, squash_p=False):
+   """ch-cri store add [--squash] STORE REF... | list STORE | rm STORE
+      REF...: fill, list or prune the read-only image store STORE with the
+      registries of settings cfg (with --squash, squash_p: images added are
+      kept as SquashFS files only). Return the exit status."""
    # Imported here: the server's import graph stays as it was.
    import cri.config
    import cri.errors as err
    import cri.images
+   import cri.squash
    if (len(argv) < 2 or argv[0] not in ("add", "list", "rm")
        or (argv[0] != "list" and len(argv) < 3)):
-      print("usage: ch-cri store add STORE REF... | list STORE | "
+      print("usage: ch-cri store add [--squash] STORE REF... | list STORE | "
             "rm STORE REF...", file=sys.stderr)
       return 2
    (op, path, refs) = (argv[0], os.path.abspath(argv[1]), argv[2:])
@@ -138,8 +142,9 @@ def store_command(cfg, python, argv):
          print("ch-cri: %s: %s" % (path, s.broken), file=sys.stderr)
          return 1
       for img in sorted(s.list(), key=lambda i: i.tags):
-         print("sha256:%s %10d %s" % (img.id_, img.size,
-                                      " ".join(img.tags + img.digests)))
+         print("sha256:%s %10d %-10s %s"
+               % (img.id_, img.size, ",".join(img.forms),
+                  " ".join(img.tags + img.digests)))
       return 0
    os.makedirs(path, exist_ok=True)
    os.chmod(path, 0o755)
@@ -156,14 +161,16 @@ def store_command(cfg, python, argv):
       except charlie.Charliecloud_Error as x:
          print("ch-cri: %s" % x, file=sys.stderr)
          return 1
+      # Only made here: the servers that read the store mount its files.
+      sq = cri.squash.Squash(None, make_only=True)
       st = cri.images.Image_Store(ch, cri.config.Registries(cfg["registry"]),
-                                  path)
+                                  path, squash=sq)
       st.load()
       status = 0
       for r in refs:
          try:
             if (op == "add"):
-               id_ = st.pull(r, None)
+               id_ = st.pull(r, None, "squash" if squash_p else None)
                print("sha256:%s %s" % (id_, r))
             else:
                st.remove(r)
@@ -177,5 +184,9 @@ def store_command(cfg, python, argv):
       os.makedirs(ch.dlcache_dir, exist_ok=True)
       for d in (path, os.path.join(path, STORAGE_DIR), ch.img_dir):
          os.chmod(d, 0o755)
+      for n in os.listdir(ch.img_dir):
+         if (n.endswith(charlie.SQFS_SUFFIX)
+             or n.endswith(charlie.SQFS_CONFIG_SUFFIX)):
+            os.chmod(os.path.join(ch.img_dir, n), 0o644)
       os.chmod(os.path.join(path, INDEX_FILE), 0o644)
    return status

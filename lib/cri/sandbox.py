@@ -175,8 +175,9 @@ class Pods:
    "Pod operations over a Store."
 
    def __init__(self, store, monitor, ch, python, net=None, init=None,
-                cg=None):
+                cg=None, squash=None):
       self.init = init         # ch-cri-init, the pod init where shared
+      self.squash = squash     # cri.squash.Squash, or None
       self.monitor = monitor   # cri.monitor.Monitor: follows the keepers
       self.cg = cg if (cg is not None and cg.usable) else None
       self.store = store
@@ -326,6 +327,10 @@ class Pods:
          uts_p=not host_net,
          ipc_p=pod.ns_opts.ipc != pb.NamespaceMode.NODE,
          self_ns_p=os.geteuid() == 0)
+      if (self.squash is not None):
+         # An ordinary user's keeper starts below the SquashFS namespace,
+         # so that the images mounted there reach the pod.
+         argv[2:2] = self.squash.keeper_prefix()
       klog = os.path.join(pod.dir_, "keeper.log")
       try:
          misc.cmd_detach(argv, klog, KEEPER_START_TIMEOUT)

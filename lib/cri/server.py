@@ -27,6 +27,7 @@ import cri.monitor
 import cri.runtime
 import cri.sandbox
 import cri.slirp
+import cri.squash
 import cri.stats
 import cri.store
 import cri.stream.backend
@@ -85,9 +86,12 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    ch.pull_stall = cfg.get("pull_progress_timeout", charlie.PULL_STALL)
    ch.pull_layers = cfg.get("pull_layers", charlie.PULL_LAYERS)
    cri.cdi.configure(cfg.get("cdi", {}))
+   p.squash = cri.squash.Squash(cfg["state_dir"],
+                                cfg.get("image_format", "dir"),
+                                cfg.get("squash_mounter", "auto"), python)
    p.images = cri.images.Image_Store(
       ch, cri.config.Registries(cfg["registry"]), cfg["state_dir"],
-      cfg["pinned_images"], cfg.get("image_stores", ()))
+      cfg["pinned_images"], cfg.get("image_stores", ()), p.squash)
    p.images.load()
    p.state = cri.store.Store(cfg["state_dir"])
    p.monitor = cri.monitor.Monitor(p.state)
@@ -112,13 +116,16 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
       n = p.cg.sweep(set(p.state.pods) | set(p.state.containers))
       if (n):
          log.info("removed %d empty cgroups of pods and containers gone", n)
+   p.squash.rebuild({ c.id_: c.spec["squash"]
+                      for c in p.state.containers.values()
+                      if (c.spec or {}).get("squash") })
    p.pods = cri.sandbox.Pods(p.state, p.monitor, ch, python, p.net, init,
-                             p.cg)
+                             p.cg, p.squash)
    p.ctrs = cri.container.Containers(p.state, ch, p.pods, p.images, p.cg,
-                                     init)
+                                     init, p.squash)
    p.images.in_use = p.ctrs.image_user
    if (info is None):
-      info = info_of(cfg, version, ch, p.net, p.cg, init)
+      info = info_of(cfg, version, ch, p.net, p.cg, init, p.squash)
    p.interceptors = [cri.errors.Request_Decoder()]
    if (cfg.get("metrics")):
       try:
@@ -144,7 +151,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    return p
 
 
-def info_of(cfg, version, ch, net, cg, init):
+def info_of(cfg, version, ch, net, cg, init, squash=None):
    "Return what verbose Status says of how ch-cri is set up."
    return { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
@@ -163,6 +170,7 @@ def info_of(cfg, version, ch, net, cg, init):
                          "enforced": cg.usable, "reason": cg.reason,
                          "controllers": list(cg.controllers),
                          "delegated": cg.delegated },
+            "squashfs": squash.info() if squash is not None else None,
             "config": cfg["config"],
             "state_dir": cfg["state_dir"] }
 

@@ -155,9 +155,10 @@ def signal_parse(name):
       if name in signal.Signals.__members__ else int(signal.SIGTERM)
 
 
-def make(ch, images, pod, config, image_id):
+def make(ch, images, pod, config, image_id, root=None):
    """Return the run specification of a container: everything StartContainer
-      and ExecSync need, resolved once from the request and the image."""
+      and ExecSync need, resolved once from the request and the image (its
+      tree at root, if not its directory: a SquashFS mount)."""
    icfg = images.config(image_id).get("config") or {}
    if (config.command):
       argv = list(config.command) + list(config.args)
@@ -172,7 +173,7 @@ def make(ch, images, pod, config, image_id):
    env = env_merge(icfg.get("Env"), config.envs)
    cwd = config.working_dir or icfg.get("WorkingDir") or "/"
    path_check(cwd, "config.working_dir")
-   root = images.image_path(image_id)
+   root = root or images.image_path(image_id)
    (uid, gid) = user_resolve(config, icfg.get("User") or "", root)
    groups = groups_resolve(config, uid, gid, root)
    log_path = ""
@@ -300,6 +301,11 @@ def image_volume(images, m, f, dst):
    if (img is None):
       raise err.Not_Found("%s.image.image: image %s not found (pull it "
                           "first)" % (f, m.image.image))
+   if ("dir" not in img.forms):
+      raise err.Failed_Precondition(
+         "%s.image.image: image %s is kept as SquashFS only, which image "
+         "volumes can't use yet; pull it as a directory (see ch-cri(1))"
+         % (f, m.image.image))
    src = images.image_path(img.id_)
    sub = getattr(m, "image_sub_path", "")
    if (sub):

@@ -96,13 +96,19 @@ class Fake_Charlie:
    def image_path(self, id_):
       return os.path.join(self.img_dir, charlie.IMG_PREFIX + id_)
 
-   def image_trash(self, id_):
-      dst = os.path.join(self.img_dir,
-                         charlie.TRASH_PREFIX + uuid.uuid4().hex)
-      try:
-         os.rename(self.image_path(id_), dst)
-      except FileNotFoundError:
-         pass
+   def image_trash(self, id_, forms=("dir", "squash")):
+      # Storage layout is the real adapter's: so is this.
+      charlie.Charliecloud.image_trash(self, id_, forms)
+
+   def image_forms(self, id_):
+      return charlie.forms_of(self.img_dir, id_)
+
+   def sqfs_path(self, id_):
+      return charlie.Charliecloud.sqfs_path(self, id_)
+
+   def sqfs_make(self, id_, make):
+      # A real SquashFS file (make is cri.squash's) of the fake's image.
+      return charlie.Charliecloud.sqfs_make(self, id_, make)
 
    def keeper_argv(self, python, keeper_py, pod_dir, net_p, uts_p, ipc_p,
                    self_ns_p=False):
@@ -174,6 +180,4 @@ class Fake_Charlie:
       self.trash_empty()
 
    def trash_empty(self):
-      for n in os.listdir(self.img_dir):
-         if (n.startswith(charlie.TRASH_PREFIX)):
-            fsutil.rmtree(os.path.join(self.img_dir, n))
+      charlie.Charliecloud.trash_empty(self)

@@ -19,7 +19,7 @@ MODULES = { "misc": True, "deps": True, "fsutil": False, "imgref": True, "charli
             "cri.security": True, "cri.slirp": True, "cri.spec": True,
             "cri.stream.command": True, "cri.stream.spdy": True,
             "cri.stream.server": True,
-            "cri.store": True }
+            "cri.squash": True, "cri.store": True }
 
 
 ## Tests ##

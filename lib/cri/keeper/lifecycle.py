@@ -229,6 +229,10 @@ def rootfs_mount(c, rootfs, mounts, mkpaths, conn_fds=()):
       os.makedirs(lower, exist_ok=True)
       if (not mounted_p(lower)):
          nsmount.tree_attach(conn_fds[rootfs["lower_fd"]], lower)
+   if (rootfs.get("lower_mounted") and not mounted_p(lower)):
+      raise ValueError("image's SquashFS mount %s is not in this pod (the "
+                       "pod started before ch-cri's SquashFS namespace, or "
+                       "outside it): recreate the pod" % lower)
    if (not mounted_p(merged)):
       upper_prepare(lower, rootfs["upper"],
                     [p for (p, _) in mkpaths]
