@@ -105,6 +105,13 @@ class Squash_Bench:
          self.remove(c)
       return res
 
+   def pods_down(self):
+      for (id_, _) in self.pods.values():
+         self.rt.rt.StopPodSandbox(pb.StopPodSandboxRequest(
+            pod_sandbox_id=id_), timeout=RPC_TIMEOUT)
+         self.rt.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(
+            pod_sandbox_id=id_), timeout=RPC_TIMEOUT)
+
 
 ## Functions ##
 
@@ -117,10 +124,15 @@ def main():
    os.makedirs(a.out, exist_ok=True)
    tmp = tempfile.mkdtemp(prefix="ch-cri-bench-squash.", dir="/tmp")
    rt = bench.Ch_Cri(os.path.join(tmp, "ch-cri"))
+   sb = Squash_Bench(rt, a.image, tmp)
    try:
       rt.start()
-      res = Squash_Bench(rt, a.image, tmp).run(a.reps)
+      res = sb.run(a.reps)
    finally:
+      try:
+         sb.pods_down()
+      except Exception as x:
+         info("clean-up: %s", x)
       rt.stop()
       if (not os.environ.get("BENCH_KEEP")):
          shutil.rmtree(tmp, ignore_errors=True)
