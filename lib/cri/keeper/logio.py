@@ -81,7 +81,8 @@ def mounted_p(path):
 
 class Log:
    """A CRI log file: "TIMESTAMP STREAM TAG CONTENT" lines, TAG F for a
-      whole line and P for a piece of a line longer than LOG_LINE_MAX."""
+      whole line and P for a piece of a line longer than LOG_LINE_MAX, or
+      for what is left of a stream that ends without a newline."""
 
    def __init__(self, path, base=None):
       self.path = path
@@ -161,7 +162,10 @@ class Log:
          out.append(head + b"F " + line + b"\n")
          buf = buf[i+1:]
       if (eof and buf):
-         out.append(head + b"F " + buf + b"\n")
+         # The stream ended inside a line: not a full line, so P (the
+         # kubelet then shows it without a newline, as it was written: a
+         # termination message from "echo -n DONE" is "DONE").
+         out.append(head + b"P " + buf + b"\n")
          buf = b""
       self.partial[stream] = buf
       if (out and self.fd is not None):
