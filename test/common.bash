@@ -182,6 +182,16 @@ work_make () {
       || chown "$CH_CRI_TEST_SERVER_USER" "$work"
 }
 
+# Stop and remove every pod of the server at $sock (servers of a bats
+# file's own, in its teardown).
+pods_remove () {
+   local p
+   for p in $(crictl_ "$sock" pods -q 2>/dev/null); do
+      crictl_ "$sock" stopp "$p" > /dev/null 2>&1
+      crictl_ "$sock" rmp "$p" > /dev/null 2>&1
+   done
+}
+
 # Stop and remove the pods labelled ch-cri-test=$1 on the server at $sock,
 # then remove $work.
 work_remove () {

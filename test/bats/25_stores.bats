@@ -32,14 +32,6 @@ setup () {
    bb=registry.k8s.io/e2e-test-images/busybox:1.29-2
 }
 
-pods_remove () {
-   local p
-   for p in $(crictl_ "$sock" pods -q 2>/dev/null); do
-      crictl_ "$sock" stopp "$p" > /dev/null 2>&1
-      crictl_ "$sock" rmp "$p" > /dev/null 2>&1
-   done
-}
-
 # Start server $1 (root or user) with the store in its configuration.
 store_server () {
    local d=${store_work}/$1

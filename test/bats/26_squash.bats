@@ -43,14 +43,6 @@ setup () {
    ann='{"annotations": {"ch-cri.charliecloud.io/image-format": "squash"}}'
 }
 
-pods_remove () {
-   local p
-   for p in $(crictl_ "$sock" pods -q 2>/dev/null); do
-      crictl_ "$sock" stopp "$p" > /dev/null 2>&1
-      crictl_ "$sock" rmp "$p" > /dev/null 2>&1
-   done
-}
-
 # Start server $1 (a name) as user $2 (empty: root) with the top-level
 # settings $3 (TOML lines) before the test configuration; sock is its
 # socket. With CH_CRI_TEST_FUSE=1 in the environment, a user's ch-cri gets
