@@ -92,6 +92,40 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs",
       runtime_type = "io.containerd.runc.v2"
 """
 
+# containerd 2.x (test/bin/go-tools containerd2 runc): version 3 of the
+# config, runc 1.5 from go-tools.
+CONTAINERD2_CONFIG = """\
+version = 3
+root = "%(d)s/root"
+state = "%(d)s/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper",
+                    "io.containerd.snapshotter.v1.erofs"]
+[grpc]
+  address = "%(d)s/containerd.sock"
+[ttrpc]
+  address = "%(d)s/containerd.sock.ttrpc"
+[plugins.'io.containerd.cri.v1.images']
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "%(pause)s"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "%(d)s/certs.d"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "%(d)s/cni"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+      BinaryName = "%(runc)s"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+TOOLS = os.path.join(CACHE, "bin")
+
 HOSTS_TOML = """\
 server = "https://%(reg)s"
 [host."https://%(mirror)s"]
@@ -268,8 +302,14 @@ class Ch_Cri(Runtime):
 
 
 class Containerd(Runtime):
+   "Debian's containerd 1.6, with its runc."
    name = "containerd"
    sock_name = "containerd.sock"
+   binary = "containerd"
+   config = CONTAINERD_CONFIG
+
+   def env(self):
+      return None
 
    def start(self):
       d = self.dir_
@@ -290,11 +330,12 @@ class Containerd(Runtime):
                   '  ca = "%s"\n' % (REGISTRY, REGISTRY, CA))
       cfg = os.path.join(d, "config.toml")
       with open(cfg, "w") as fp:
-         fp.write(CONTAINERD_CONFIG % { "d": d, "pause": PAUSE })
-      self.proc = subprocess.Popen(["containerd", "--config", cfg],
+         fp.write(self.config % { "d": d, "pause": PAUSE,
+                                  "runc": os.path.join(TOOLS, "runc") })
+      self.proc = subprocess.Popen([self.binary, "--config", cfg],
                                    stdout=self.log, stderr=self.log,
                                    stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+                                   start_new_session=True, env=self.env())
       wait_for(lambda: os.path.exists(self.sock), START_TIMEOUT,
                "containerd socket")
       self.connect()
@@ -317,6 +358,18 @@ class Containerd(Runtime):
             os.kill(pid, signal.SIGKILL)
          except ProcessLookupError:
             pass
+
+
+class Containerd2(Containerd):
+   "containerd 2.x with runc 1.5, both from test/bin/go-tools."
+   name = "containerd2"
+   binary = os.path.join(TOOLS, "containerd2", "containerd")
+   config = CONTAINERD2_CONFIG
+
+   def env(self):
+      # Its shim comes from beside it, not from Debian's containerd.
+      return dict(os.environ, PATH=os.path.dirname(self.binary) + ":"
+                  + os.environ.get("PATH", ""))
 
 
 class Bench:
@@ -632,11 +685,16 @@ def main():
    ap.add_argument("--pull-reps", type=int, default=3)
    ap.add_argument("--poll-seconds", type=int, default=60)
    ap.add_argument("--only", default="")
+   ap.add_argument("--containerd2", action="store_true",
+                   help="also containerd 2.x (test/bin/go-tools containerd2 "
+                        "runc)")
    a = ap.parse_args()
    os.makedirs(a.out, exist_ok=True)
    tmp = tempfile.mkdtemp(prefix="ch-cri-bench.", dir="/tmp")
    rts = [Ch_Cri(os.path.join(tmp, "ch-cri")),
           Containerd(os.path.join(tmp, "containerd"))]
+   if (a.containerd2):
+      rts.append(Containerd2(os.path.join(tmp, "containerd2")))
    b = Bench(rts, a, tmp)
    t0 = time.monotonic()
    try:

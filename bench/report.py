@@ -75,6 +75,24 @@ def table(res):
    for (k, a, b, r, p99, t, m) in rows(res):
       out.append("| %s | %s | %s | %s | %s | %s | %s |"
                  % (k, fmt(a), fmt(b), fmt(r), p99, t, m))
+   return "\n".join(out) + "\n" + table2(res)
+
+
+def table2(res):
+   """Return the ratios against containerd 2.x, if it ran (bench.py
+      --containerd2), as a second table."""
+   s = res["summary"]
+   if (not any("containerd2" in v for v in s.values())):
+      return ""
+   names = { LABELS.get(k, k): k for k in s }   # label -> figure
+   out = ["", "Against containerd 2.x (runc 1.5), same run:", "",
+          "| figure (median) | ch-cri | containerd 2.x | ratio |",
+          "|---|---|---|---|"]
+   for (k, a, _, _, _, _, _) in rows(res):
+      b = s[names.get(k, k)].get("containerd2", {}).get("median")
+      out.append("| %s | %s | %s | %s |"
+                 % (k, fmt(a), fmt(b),
+                    fmt(a / b if (a is not None and b) else None)))
    return "\n".join(out) + "\n"
 
 
