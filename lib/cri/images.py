@@ -352,6 +352,8 @@ class Image_Store:
 
    def pull_ref(self, ref, creds):
       if (self.stores):
+         for s in self.stores:
+            s.refresh(now_p=True)
          # A store's image is used as it is: no layer is downloaded. A tag
          # is checked against the registry's manifest digest first (the
          # kubelet asks for a pull of an image it has only when its pull

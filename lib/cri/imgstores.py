@@ -59,10 +59,12 @@ class Read_Store:
    def __repr__(self):
       return "image store %s" % self.path
 
-   def refresh(self, force=False):
-      "Read the index again if it changed (or force)."
+   def refresh(self, force=False, now_p=False):
+      """Read the index again if it changed (or force), looking at most
+         every REFRESH_EVERY seconds unless now_p (a pull: rare, and it
+         must not miss an image just added)."""
       now = time.monotonic()
-      if (not force and now - self.checked < REFRESH_EVERY):
+      if (not force and not now_p and now - self.checked < REFRESH_EVERY):
          return
       self.checked = now
       try:
