@@ -10,6 +10,11 @@ top=$(cd "${test_dir}/.." && pwd)
 : "${CRITEST:=${CH_CRI_TEST_CACHE}/bin/critest}"
 export CH_CRI_BIN CH_CRI_TEST_CACHE CH_CRI_TEST_USER CRICTL CRITEST
 
+# Loaded by bats: "run ! CMD" (a bare "! CMD" never fails a bats test).
+if declare -F bats_require_minimum_version > /dev/null; then
+   bats_require_minimum_version 1.5.0
+fi
+
 # crictl against the server whose socket is $1, with both endpoints named
 # (a missing one would silently come from some crictl.yaml).
 crictl_ () {

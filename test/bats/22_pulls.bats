@@ -40,8 +40,8 @@ imgs=(registry.k8s.io/e2e-test-images/busybox:1.29-2
    [[ $(crictl images -q | wc -l) -eq 5 ]]
    # They ran at once: their log lines interleave with no storage lock
    # retry; each left its scratch storage nowhere.
-   ! grep -q "locked by another process" "${d}/log"
-   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   run ! grep -q "locked by another process" "${d}/log"
+   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
    # Layers downloaded are shared: the next pull of one finds them.
    ls "${d}/storage/dlcache" | grep -q '\.tar\.gz$'
    # One image by five callers: one download, one image.
@@ -87,7 +87,7 @@ while time.time() - t0 < 60:
    echo "$output"
    [[ $status -ne 0 && $output == *"made no progress for 3 s"* ]]
    (( SECONDS - t0 < 30 ))
-   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
    # The worker goes on.
    crictl pull registry.k8s.io/pause:3.9
 }

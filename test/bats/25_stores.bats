@@ -87,7 +87,7 @@ store_ctr () {
       [[ -z $(ls -A "${store_work}/${who}/storage/img") ]]
       # PullImage answers from the store: no pull in the log.
       [[ $(crictl_ "$sock" pull "$bb") == *"$id"* ]]
-      ! grep -q "pulled ${bb}" "${store_work}/${who}/log"
+      run ! grep -q "pulled ${bb}" "${store_work}/${who}/log"
       grep -q "pull ${bb}: in ${st}, not downloaded" "${store_work}/${who}/log"
       c=$(store_ctr "$who" "s-${who}")
       crictl_ "$sock" exec "$c" true
@@ -153,7 +153,7 @@ store_ctr () {
    sock=${store_work}/root/ch-cri.sock
    # Unmoved: the store's image, nothing pulled.
    [[ $(crictl_ "$sock" pull "$mv_ref") == *"$stored"* ]]
-   ! grep -q "pulled ${mv_ref}" "${store_work}/root/log"
+   run ! grep -q "pulled ${mv_ref}" "${store_work}/root/log"
    # Moved: pulled here, now the tag's image; the store's kept by ID.
    retag ch-cri-test/umoci-insert:1
    new=$(crictl_ "$sock" pull "$mv_ref" | grep -o 'sha256:[0-9a-f]*')

@@ -222,7 +222,7 @@ ctr_gone () {
       pgrep -u "$CH_CRI_TEST_USER" -x squashfuse > /dev/null || break
       sleep 0.1
    done
-   ! pgrep -u "$CH_CRI_TEST_USER" -x squashfuse
+   run ! pgrep -u "$CH_CRI_TEST_USER" -x squashfuse
 }
 
 @test 'squash: a store of SquashFS files serves root and a user, uncopied' {

@@ -33,12 +33,12 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
             || break
          sleep 0.1
       done
-      ! pgrep -f "(chworker.py .*|ch-image -s )${d}/storage"
+      run ! pgrep -f "(chworker.py .*|ch-image -s )${d}/storage"
       server_start "$d"
       crictl images > /dev/null
       # No half image: either the pull finished (complete and listed) or
       # nothing of it is left.
-      ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+      [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
       for i in "${d}"/storage/img/ch-cri%*; do
          [[ -e $i ]] || continue
          [[ -f ${i}/ch/config.pulled.json ]]
@@ -104,8 +104,8 @@ pull_kill () {
    # The pull is a forked child of the worker: kill it once it runs.
    pull_kill child
    # A clean error, not INTERNAL; no half image; the same worker goes on.
-   ! grep -q Internal "${d}/pull.out"
-   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   run ! grep -q Internal "${d}/pull.out"
+   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
    [[ $(worker_of) == "$worker" ]]
    crictl pull "$img"
    # A killed worker is started again at the next pull.
@@ -120,8 +120,8 @@ pull_kill () {
    worker=$(worker_of)
    [[ -n $worker ]]
    pull_kill worker
-   ! grep -q Internal "${d}/pull.out"
+   run ! grep -q Internal "${d}/pull.out"
    grep -q Unavailable "${d}/pull.out"
-   ! ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-'
+   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
    crictl pull "$img"
 }
