@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -85,6 +86,18 @@ def mount_name(sqfs):
       True
    """
    return hashlib.sha256(os.path.normpath(sqfs).encode()).hexdigest()[:32]
+
+
+def kernel_trusted_p(path):
+   """Return True if SquashFS file path may be given to the kernel's
+      parser: a regular file (not a link) that root owns and nobody else
+      may write."""
+   try:
+      st = os.lstat(path)
+   except OSError:
+      return False
+   return (stat.S_ISREG(st.st_mode) and st.st_uid == 0
+           and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 ## Classes ##
@@ -292,6 +305,19 @@ class Squash:
       if (not os.path.isfile(sqfs)):
          raise err.Failed_Precondition("SquashFS image %s: no such file"
                                        % sqfs)
+      how = self.how
+      if (how == "kernel" and not kernel_trusted_p(sqfs)):
+         # The kernel's parser is no place for a file someone else could
+         # have crafted (a store another user fills): squashfuse parses it
+         # in a process instead.
+         if (self.squashfuse is None):
+            raise err.Failed_Precondition(
+               "SquashFS image %s: not root's, or writable by others, so "
+               "not for the kernel's squashfs; squashfuse would mount it, "
+               "but it is not installed" % sqfs)
+         log.info("SquashFS image %s: not root's alone; squashfuse, not "
+                  "the kernel", sqfs)
+         how = "fuse"
       fsutil.mkdirs(self.dir, 0o755)
       pre = []
       if (not self.root_p):
@@ -301,7 +327,7 @@ class Squash:
             os.makedirs(mp, exist_ok=True)
          else:
             misc.cmd_run(pre + ["mkdir", "-p", mp], MOUNT_TIMEOUT)
-         if (self.how == "kernel"):
+         if (how == "kernel"):
             misc.cmd_run(["mount", "-t", "squashfs", "-o",
                           "ro,nodev,nosuid,loop", sqfs, mp], MOUNT_TIMEOUT)
          else:
@@ -313,8 +339,8 @@ class Squash:
                          MOUNT_TIMEOUT)
       except misc.Command_Error as x:
          raise err.Failed_Precondition("SquashFS image %s: can't mount it "
-                                       "(%s): %s" % (sqfs, self.how, x))
-      log.info("mounted SquashFS image %s at %s (%s)", sqfs, mp, self.how)
+                                       "(%s): %s" % (sqfs, how, x))
+      log.info("mounted SquashFS image %s at %s (%s)", sqfs, mp, how)
 
    def umount(self, mp):
       """Detach mp lazily (containers started from it keep their copy);

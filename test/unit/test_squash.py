@@ -129,3 +129,20 @@ def test_config_keys(tmp_path):
       with pytest.raises(cri.config.Config_Error) as ei:
          cri.config.load(str(p), True)
       assert str(ei.value).startswith(key + ":")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_kernel_mounts_only_root_files(tmp_path):
+   f = tmp_path / "a.sqfs"
+   f.write_bytes(b"x")
+   os.chmod(f, 0o644)
+   assert cri.squash.kernel_trusted_p(str(f))
+   os.chmod(f, 0o664)             # group-writable: someone else's too
+   assert not cri.squash.kernel_trusted_p(str(f))
+   os.chmod(f, 0o644)
+   os.chown(f, 65534, 65534)      # a user's store
+   assert not cri.squash.kernel_trusted_p(str(f))
+   os.chown(f, 0, 0)
+   (tmp_path / "l.sqfs").symlink_to(f)
+   assert not cri.squash.kernel_trusted_p(str(tmp_path / "l.sqfs"))
+   assert not cri.squash.kernel_trusted_p(str(tmp_path / "none.sqfs"))
