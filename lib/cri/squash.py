@@ -19,7 +19,6 @@
 # upgrade) and are found again at start-up.
 
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -50,7 +49,7 @@ MAKE_TIMEOUT = 3600
 MOUNT_TIMEOUT = 30
 
 HOLDER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                         "squashns.py")
+                         "keeper", "squashns.py")
 
 
 ## Globals ##
@@ -365,10 +364,9 @@ class Squash:
    def holder_find(self):
       "Set self.holder from its file if that process is alive; return it."
       try:
-         with open(self.holder_file) as fp:   # written by squashns.py
-            d = json.load(fp)
+         d = fsutil.json_read(self.holder_file)   # squashns.py's
          h = (int(d["pid"]), int(d["start"]))
-      except (OSError, KeyError, TypeError, ValueError):
+      except (OSError, fsutil.State_Error, KeyError, TypeError, ValueError):
          h = None
       self.holder = h if h is not None and proc.alive_p(*h) else None
       return self.holder

@@ -31,6 +31,7 @@ MS_REC = 1 << 14
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 # Mount propagation by CRI name (cri.spec.PROPAGATION), applied recursively.
 PROPAGATION = { "private": MS_PRIVATE, "slave": MS_SLAVE }
 # statvfs f_flag bits that mount(2) takes back, same values (ST_* = MS_*):
