@@ -91,11 +91,18 @@ def path_check(path, field):
                                  "\"..\": %r" % (field, path))
 
 
-def db_lookup(path, key, by_name):
-   """Return the fields of the first entry of passwd/group file path whose
-      name (by_name) or ID matches key, or None."""
+def image_file(root, path):
+   """Open file path (absolute, as the container sees it) of the image at
+      root for reading, resolving its links inside the image (a link to
+      /etc/shadow is the image's shadow, never the host's)."""
+   return open(cri.keeper.logio.path_in_root(root, path), errors="replace")
+
+
+def db_lookup(root, path, key, by_name):
+   """Return the fields of the first entry of the image's passwd/group
+      file path whose name (by_name) or ID matches key, or None."""
    try:
-      with open(path, errors="replace") as fp:
+      with image_file(root, path) as fp:
          for line in fp:
             f = line.rstrip("\n").split(":")
             if (len(f) >= 4 and f[0 if by_name else 2] == str(key)):
@@ -219,8 +226,6 @@ def user_resolve(config, image_user, root):
       run_as_user/run_as_username/run_as_group, else the image's USER,
       names looked up in the image's /etc/passwd and /etc/group."""
    sc = config.linux.security_context
-   passwd = os.path.join(root, "etc", "passwd")
-   group = os.path.join(root, "etc", "group")
    if (sc.HasField("run_as_group") and not (sc.HasField("run_as_user")
                                             or sc.run_as_username)):
       raise err.Invalid_Argument("config.linux.security_context."
@@ -238,7 +243,7 @@ def user_resolve(config, image_user, root):
    uid = 0
    gid = None
    if (user):
-      ent = db_lookup(passwd, user, not user.isdigit())
+      ent = db_lookup(root, "/etc/passwd", user, not user.isdigit())
       if (user.isdigit()):
          uid = int(user)
       elif (ent is None):
@@ -254,7 +259,7 @@ def user_resolve(config, image_user, root):
       if (grp.isdigit()):
          gid = int(grp)
       else:
-         ent = db_lookup(group, grp, True)
+         ent = db_lookup(root, "/etc/group", grp, True)
          if (ent is None):
             raise err.Invalid_Argument("image USER: no group %r in the "
                                        "image's /etc/group" % grp)
@@ -269,11 +274,10 @@ def groups_resolve(config, uid, gid, root):
       those the image's /etc/group lists its user in, and the request's
       supplemental_groups."""
    out = [gid]
-   ent = db_lookup(os.path.join(root, "etc", "passwd"), uid, False)
+   ent = db_lookup(root, "/etc/passwd", uid, False)
    if (ent is not None):
       try:
-         with open(os.path.join(root, "etc", "group"),
-                   errors="replace") as fp:
+         with image_file(root, "/etc/group") as fp:
             for line in fp:
                f = line.rstrip("\n").split(":")
                if (len(f) >= 4 and ent[0] in f[3].split(",")

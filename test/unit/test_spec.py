@@ -52,3 +52,20 @@ def test_mount_unreachable_host_path(tmp_path, monkeypatch):
                          "Permission denied (ch-cri runs as uid " % hidden)
    # Nothing was created in its stead.
    assert not (tmp_path / "pods").exists()
+
+
+def test_image_passwd_links_stay_in_the_image(tmp_path):
+   # An image whose /etc/passwd is an absolute link: the image's target,
+   # never the host's file of that name.
+   root = tmp_path / "img"
+   (root / "etc").mkdir(parents=True)
+   (root / "host-looking").write_text("alice:x:1234:1235::/:/bin/sh\n")
+   (root / "etc" / "passwd").symlink_to("/host-looking")
+   (root / "etc" / "group").symlink_to("../../../../../../etc/group")
+   assert cri.spec.user_resolve(pb.ContainerConfig(), "alice", str(root)) \
+      == (1234, 1235)
+   # /etc/group climbs out of the image: resolved inside, it is not there.
+   assert cri.spec.groups_resolve(pb.ContainerConfig(), 1234, 1235,
+                                  str(root)) == [1235]
+   with pytest.raises(err.Invalid_Argument):
+      cri.spec.user_resolve(pb.ContainerConfig(), "root:daemon", str(root))
