@@ -5,6 +5,7 @@ import glob
 import ipaddress
 import json
 import os
+import threading
 
 import fsutil
 import misc
@@ -34,7 +35,7 @@ class Cni_Error(Exception):
 
 ## Functions ##
 
-def conflist_default(name, bridge, subnet, data_dir):
+def conflist_default(name, bridge, subnet, data_dir, masquerade=True):
    """Return the network ch-cri uses when none is configured.
 
       >>> c = conflist_default("n", "b0", "10.85.0.0/16", "/d")
@@ -44,7 +45,7 @@ def conflist_default(name, bridge, subnet, data_dir):
    return { "cniVersion": CNI_VERSION, "name": name,
             "plugins": [
                { "type": "bridge", "bridge": bridge, "isGateway": True,
-                 "ipMasq": True, "hairpinMode": True,
+                 "ipMasq": masquerade, "hairpinMode": True,
                  "ipam": { "type": "host-local",
                            "ranges": [[{ "subnet": subnet }]],
                            "routes": [{ "dst": "0.0.0.0/0" }],
@@ -72,6 +73,28 @@ def conflist_load(path):
       raise Cni_Error("CNI config %s: needs a name and plugins with a type"
                       % path)
    return d
+
+
+def cidr_check(cidr):
+   """Return CIDR (a pod CIDR from the kubelet) normalized, or raise
+      ValueError saying what is wrong.
+
+      >>> cidr_check("10.244.1.0/24")
+      '10.244.1.0/24'
+      >>> cidr_check("10.244.1.7/24")
+      Traceback (most recent call last):
+        ...
+      ValueError: 10.244.1.7/24 has host bits set
+      >>> cidr_check("10.0.0.0/31")
+      Traceback (most recent call last):
+        ...
+      ValueError: 10.0.0.0/31: too small for pods (a /30 at least)
+   """
+   n = ipaddress.ip_network(cidr)
+   if (n.num_addresses < 4):
+      raise ValueError("%s: too small for pods (a /%d at least)"
+                       % (cidr, 30 if n.version == 4 else 126))
+   return str(n)
 
 
 def port_mappings(pms):
@@ -117,11 +140,16 @@ class Network:
       .conflist or .conf in name order) or ch-cri's default. ready is
       False, with reason, when pods can have no network."""
 
-   def __init__(self, conf_dir, bin_dirs, state_dir, subnet, bridge):
+   def __init__(self, conf_dir, bin_dirs, state_dir, subnet, bridge,
+                masquerade=True):
       self.bin_dirs = [d for d in bin_dirs if os.path.isdir(d)]
       self.data_dir = os.path.join(state_dir, "cni")
       self.conf = None
       self.reason = None
+      self.builtin = False     # our default network, not a config file's
+      self.bridge = bridge
+      self.masquerade = masquerade
+      self.lock = threading.Lock()
       if (os.geteuid() != 0):
          self.reason = ("pod networks need root (CNI plugins); use "
                         "hostNetwork pods")
@@ -133,9 +161,15 @@ class Network:
             self.conf = conflist_load(files[0])
             self.source = files[0]
          else:
-            self.conf = conflist_default("ch-cri", bridge, subnet,
-                                         os.path.join(self.data_dir, "ipam"))
-            self.source = "built-in default (%s on %s)" % (subnet, bridge)
+            self.builtin = True
+            # The kubelet's pod CIDR, when it gave one before a restart.
+            try:
+               subnet = cidr_check(fsutil.json_read(
+                  self.pod_cidr_path)["pod_cidr"])
+            except (FileNotFoundError, fsutil.State_Error, KeyError,
+                    TypeError, ValueError):
+               pass
+            self.builtin_set(subnet)
          for p in self.conf["plugins"]:
             self.plugin_path(p["type"])
             if (p.get("ipam", {}).get("type")):
@@ -147,6 +181,43 @@ class Network:
    @property
    def ready(self):
       return self.conf is not None
+
+   @property
+   def pod_cidr_path(self):
+      return os.path.join(self.data_dir, "pod-cidr.json")
+
+   def builtin_set(self, subnet):
+      self.subnet = subnet
+      self.conf = conflist_default("ch-cri", self.bridge, subnet,
+                                   os.path.join(self.data_dir, "ipam"),
+                                   self.masquerade)
+      self.source = "built-in default (%s on %s)" % (subnet, self.bridge)
+
+   def pod_cidr_set(self, cidr):
+      """Take the pod CIDR the kubelet gives (UpdateRuntimeConfig) for the
+         built-in network: new pods get addresses from it (pods running
+         keep theirs), and it is kept for restarts. A network from a CNI
+         config file is left alone (its IPAM says where addresses come
+         from). Raise ValueError for a bad CIDR. Return whether the
+         network changed."""
+      cidr = cidr_check(cidr)
+      with self.lock:
+         if (not self.ready):
+            log.info("pod CIDR %s from the kubelet not used: %s", cidr,
+                     self.reason)
+            return False
+         if (not self.builtin):
+            log.info("pod CIDR %s from the kubelet not used: network from %s",
+                     cidr, self.source)
+            return False
+         if (cidr == self.subnet):
+            return False
+         os.makedirs(self.data_dir, exist_ok=True)
+         fsutil.json_write_atomic(self.pod_cidr_path, { "pod_cidr": cidr })
+         old = self.subnet
+         self.builtin_set(cidr)
+      log.info("pod CIDR from the kubelet: %s (was %s)", cidr, old)
+      return True
 
    def plugin_path(self, type_):
       if (not type_ or "/" in type_ or type_.startswith(".")):
@@ -196,15 +267,15 @@ class Network:
          slirp.Slirp's interface.)"""
       pm = port_mappings(pms)
       prev = None
+      conf = self.conf      # one network throughout, if the CIDR changes
       try:
-         for p in self.conf["plugins"]:
-            prev = self.plugin_run("ADD", self.conf, pod_id, netns, p, prev,
-                                   pm)
+         for p in conf["plugins"]:
+            prev = self.plugin_run("ADD", conf, pod_id, netns, p, prev, pm)
       except Cni_Error:
          self.delete(pod_id, netns, { "result": prev, "port_maps": pm,
-                                      "conf": self.conf })
+                                      "conf": conf })
          raise
-      return { "result": prev, "port_maps": pm, "conf": self.conf }
+      return { "result": prev, "port_maps": pm, "conf": conf }
 
    def delete(self, pod_id, netns, saved):
       """Disconnect; saved is what add() returned (its network, so a

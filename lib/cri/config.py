@@ -25,7 +25,7 @@ TOP_KEYS = { "socket", "socket_mode", "socket_group", "state_dir",
 STREAMING_KEYS = { "address", "port", "token_ttl", "idle_timeout",
                    "allow_remote" }
 NETWORK_KEYS = { "cni_conf_dir", "cni_bin_dirs", "subnet", "bridge",
-                 "slirp4netns" }
+                 "masquerade", "slirp4netns" }
 CDI_KEYS = { "spec_dirs", "ldconfig", "oci_hooks" }
 REGISTRY_KEYS = { "server", "upstream", "mirrors", "ca", "skip_verify",
                   "username", "password" }
@@ -78,6 +78,7 @@ def defaults():
             "network": { "cni_conf_dir": "/etc/cni/net.d",
                          "cni_bin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
                          "subnet": "10.85.0.0/16", "bridge": "chcri0",
+                         "masquerade": True,
                          "slirp4netns": "slirp4netns" },
             "registry": {},
             "cdi": { "spec_dirs": ["/etc/cdi", "/var/run/cdi"],
@@ -154,7 +155,8 @@ def load(path, required):
    n = typed(data, "network", dict, "network") if "network" in data else {}
    unknown(n, NETWORK_KEYS, "network.")
    for (k, t) in (("cni_conf_dir", str), ("cni_bin_dirs", list),
-                  ("subnet", str), ("bridge", str), ("slirp4netns", str)):
+                  ("subnet", str), ("bridge", str), ("masquerade", bool),
+                  ("slirp4netns", str)):
       if (k in n):
          cfg["network"][k] = typed(n, k, t, "network." + k)
    d = typed(data, "cdi", dict, "cdi") if "cdi" in data else {}

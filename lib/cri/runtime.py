@@ -48,6 +48,7 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       self.stats = stats
       self.version = version
       self.cgroup_driver = cgroup_driver
+      self.net = net
       self.info_json = json.dumps(info, sort_keys=True)
       nr = pb.RuntimeCondition(type="NetworkReady", status=True)
       if (net is None or not net.ready):
@@ -90,10 +91,22 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
 
    @err.rpc
    def UpdateRuntimeConfig(self, request, context):
-      # The kubelet sends the pod CIDR here; ch-cri's network has its own
-      # subnet (config network.subnet or the CNI config's).
-      log.info("UpdateRuntimeConfig: pod CIDR %r noted, not used",
-               request.runtime_config.network_config.pod_cidr)
+      # The kubelet sends the node's pod CIDR (from the controller
+      # manager's allocation) here: the built-in network takes it. It may
+      # be two, IPv4 and IPv6, comma-separated; the first is used.
+      cidrs = request.runtime_config.network_config.pod_cidr
+      if (not cidrs):
+         return pb.UpdateRuntimeConfigResponse()
+      cidr = cidrs.split(",")[0].strip()
+      try:
+         if (getattr(self.net, "pod_cidr_set", None) is None):
+            log.info("pod CIDR %s from the kubelet not used: %s", cidr,
+                     getattr(self.net, "reason", None)
+                     or "pods of an unprivileged ch-cri have no pod IP")
+         else:
+            self.net.pod_cidr_set(cidr)
+      except ValueError as x:
+         raise err.Invalid_Argument("runtime_config.network_config.pod_cidr: %s" % x)
       return pb.UpdateRuntimeConfigResponse()
 
 

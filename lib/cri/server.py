@@ -101,7 +101,8 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    nc = cfg["network"]
    if (os.geteuid() == 0):
       p.net = cri.cni.Network(nc["cni_conf_dir"], nc["cni_bin_dirs"],
-                              cfg["state_dir"], nc["subnet"], nc["bridge"])
+                              cfg["state_dir"], nc["subnet"], nc["bridge"],
+                              nc["masquerade"])
    else:
       p.net = cri.slirp.Slirp(nc["slirp4netns"], cfg["state_dir"])
    if (p.net.ready):

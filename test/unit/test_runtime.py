@@ -96,6 +96,16 @@ def test_update_runtime_config(serve):
    assert call(s, "Version").runtime_name == "ch-cri"
 
 
+def test_update_runtime_config_bad_cidr(serve):
+   s = serve()
+   req = pb.UpdateRuntimeConfigRequest()
+   req.runtime_config.network_config.pod_cidr = "10.88.0.7/16"
+   with pytest.raises(grpc.RpcError) as x:
+      call(s, "UpdateRuntimeConfig", req)
+   assert x.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+   assert "network_config.pod_cidr" in x.value.details()
+
+
 def test_every_method_covered():
    # A method of the proto that is neither implemented nor pending would
    # answer gRPC's bare default; make adding it to the API visible.
