@@ -162,6 +162,9 @@ class Network:
             self.source = files[0]
          else:
             self.builtin = True
+            for p in conflist_default("", "", "", "")["plugins"]:
+               self.plugin_path(p["type"])
+            self.plugin_path("host-local")
             # The kubelet's pod CIDR, when it gave one before a restart.
             try:
                subnet = cidr_check(fsutil.json_read(
@@ -169,13 +172,20 @@ class Network:
             except (FileNotFoundError, fsutil.State_Error, KeyError,
                     TypeError, ValueError):
                pass
-            self.builtin_set(subnet)
+            if (subnet == "kubelet"):
+               self.subnet = None
+               self.reason = ("waiting for the kubelet's pod CIDR "
+                              "(network.subnet = \"kubelet\")")
+            else:
+               self.builtin_set(subnet)
+            return
          for p in self.conf["plugins"]:
             self.plugin_path(p["type"])
             if (p.get("ipam", {}).get("type")):
                self.plugin_path(p["ipam"]["type"])
       except Cni_Error as x:
          self.conf = None
+         self.builtin = False
          self.reason = str(x)
 
    @property
@@ -188,6 +198,7 @@ class Network:
 
    def builtin_set(self, subnet):
       self.subnet = subnet
+      self.reason = None
       self.conf = conflist_default("ch-cri", self.bridge, subnet,
                                    os.path.join(self.data_dir, "ipam"),
                                    self.masquerade)
@@ -202,11 +213,11 @@ class Network:
          network changed."""
       cidr = cidr_check(cidr)
       with self.lock:
-         if (not self.ready):
-            log.info("pod CIDR %s from the kubelet not used: %s", cidr,
-                     self.reason)
-            return False
          if (not self.builtin):
+            if (not self.ready):
+               log.info("pod CIDR %s from the kubelet not used: %s", cidr,
+                        self.reason)
+               return False
             log.info("pod CIDR %s from the kubelet not used: network from %s",
                      cidr, self.source)
             return False

@@ -248,9 +248,10 @@ def validate(cfg):
    if (cfg["cgroup_driver"] not in ("cgroupfs", "systemd")):
       raise Config_Error("cgroup_driver: must be cgroupfs or systemd")
    try:
-      ipaddress.ip_network(cfg["network"]["subnet"])
+      if (cfg["network"]["subnet"] != "kubelet"):
+         ipaddress.ip_network(cfg["network"]["subnet"])
    except ValueError as x:
-      raise Config_Error("network.subnet: %s" % x)
+      raise Config_Error("network.subnet: %s (or \"kubelet\")" % x)
    if (not all(isinstance(d, str) for d in cfg["network"]["cni_bin_dirs"])):
       raise Config_Error("network.cni_bin_dirs: must be strings")
    if (not all(isinstance(d, str) and d.startswith("/")

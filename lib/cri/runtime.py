@@ -50,14 +50,6 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       self.cgroup_driver = cgroup_driver
       self.net = net
       self.info_json = json.dumps(info, sort_keys=True)
-      nr = pb.RuntimeCondition(type="NetworkReady", status=True)
-      if (net is None or not net.ready):
-         nr = pb.RuntimeCondition(
-            type="NetworkReady", status=False, reason="NoPodNetwork",
-            message=("pods get loopback only: %s"
-                     % (net.reason if net else "no network configured")))
-      self.status = pb.RuntimeStatus(conditions=[
-         pb.RuntimeCondition(type="RuntimeReady", status=True), nr])
       # user_namespaces: a root ch-cri gives hostUsers: false pods a user
       # namespace with the kubelet's mappings (inside it ch-run still
       # makes its own one-ID namespace per container; see ch-cri(1)).
@@ -75,8 +67,17 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
 
    @err.rpc
    def Status(self, request, context):
-      res = pb.StatusResponse(status=self.status,
-                              runtime_handlers=self.handlers)
+      # NetworkReady can change: the kubelet's pod CIDR arrives.
+      net = self.net
+      nr = pb.RuntimeCondition(type="NetworkReady", status=True)
+      if (net is None or not net.ready):
+         nr = pb.RuntimeCondition(
+            type="NetworkReady", status=False, reason="NoPodNetwork",
+            message=("pods get loopback only: %s"
+                     % (net.reason if net else "no network configured")))
+      status = pb.RuntimeStatus(conditions=[
+         pb.RuntimeCondition(type="RuntimeReady", status=True), nr])
+      res = pb.StatusResponse(status=status, runtime_handlers=self.handlers)
       res.features.supplemental_groups_policy = False
       if (request.verbose):
          res.info["info"] = self.info_json

@@ -70,3 +70,28 @@ def test_masquerade_off(tmp_path, plugins):
    assert net.conf["plugins"][0]["ipMasq"] is False
    net.pod_cidr_set("10.235.2.0/24")
    assert net.conf["plugins"][0]["ipMasq"] is False
+
+
+def test_pod_cidr_waited_for(tmp_path, plugins):
+   conf = tmp_path / "conf"
+   conf.mkdir()
+   net = cni.Network(str(conf), [plugins], str(tmp_path / "state"),
+                     "kubelet", "br9")
+   assert net.builtin and not net.ready
+   assert "pod CIDR" in net.reason
+   assert net.pod_cidr_set("10.235.3.0/24")
+   assert net.ready and net.reason is None
+   assert subnet_of(net) == "10.235.3.0/24"
+   again = cni.Network(str(conf), [plugins], str(tmp_path / "state"),
+                       "kubelet", "br9")
+   assert again.ready and subnet_of(again) == "10.235.3.0/24"
+
+
+def test_plugins_missing(tmp_path):
+   conf = tmp_path / "conf"
+   conf.mkdir()
+   net = cni.Network(str(conf), [str(tmp_path)], str(tmp_path / "state"),
+                     "10.85.0.0/16", "br9")
+   assert not net.ready and "not found" in net.reason
+   assert not net.pod_cidr_set("10.235.3.0/24")
+   assert not net.ready
