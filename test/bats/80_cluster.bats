@@ -278,10 +278,10 @@ metadata: {name: gate, labels: {app: gate}}
 spec:
   containers:
   - name: web
-    image: ${agnhost}
-    args: [netexec, --http-port=8080]
+    image: ${busybox}
+    command: [sh, -c, "mkdir -p /www && exec httpd -f -p 8080 -h /www"]
     readinessProbe:
-      exec: {command: [cat, /tmp/ready]}
+      httpGet: {path: /ready, port: 8080}
       periodSeconds: 1
 ---
 apiVersion: v1
@@ -295,7 +295,7 @@ spec:
     livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 2}
   - name: grpc
     image: ${agnhost}
-    args: [grpc-health-checking, --port=5000, --http-port=8081]
+    args: [grpc-health-checking, --port=5000, --http-port=8081, --delay-unhealthy-sec=30]
     livenessProbe: {grpc: {port: 5000}, periodSeconds: 1, failureThreshold: 2}
 EOF
    k wait --for jsonpath='{.status.phase}'=Running pod/gate --timeout 60s
@@ -303,17 +303,17 @@ EOF
    run k get endpointslices -l kubernetes.io/service-name=gate \
        -o jsonpath='{.items[*].endpoints[*].conditions.ready}'
    [[ $output != *true* ]]
-   k exec gate -- touch /tmp/ready
+   # The kubelet's HTTP probe, on the pod IP, gets 404 until the page is
+   # there.
+   k exec gate -- touch /www/ready
    k wait --for condition=Ready pod/gate --timeout 30s
    run wait_for 20 endpoint_ready gate
    [[ $status -eq 0 ]]
-   # TCP: nothing listens, restarts. gRPC: serving, then told not to.
+   # TCP: nothing listens, restarts. gRPC: serving for 30 s, then not.
+   [[ $(restarts live grpc) -eq 0 ]]
    run wait_for 60 restarted live tcp
    [[ $status -eq 0 ]]
-   k exec live -c grpc -- sh -c 'sleep 1' || true
-   [[ $(restarts live grpc) -eq 0 ]]
-   k exec live -c tcp -- timeout 10 wget -qO- http://127.0.0.1:8081/make-not-serving
-   run wait_for 30 restarted live grpc
+   run wait_for 90 restarted live grpc
    [[ $status -eq 0 ]]
 }
 
