@@ -107,6 +107,24 @@ ctr_json () {  # name command...
    [[ $output == *'No such file'* ]]
 }
 
+@test 'containers start with default signal dispositions, none blocked' {
+   # As runc gives them. "yes | head -n 1" ends only if SIGPIPE kills yes.
+   pod_json p7 > "${work}/pod.json"
+   ctr_json c7 sh -c 'grep -E "^Sig(Ign|Blk)" /proc/self/status; yes | head -n 1' \
+      > "${work}/c7.json"
+   pod=$(crictl runp "${work}/pod.json")
+   c7=$(crictl create "$pod" "${work}/c7.json" "${work}/pod.json")
+   crictl start "$c7"
+   for (( i = 0; i < 100; i++ )); do
+      [[ $(crictl inspect "$c7" | jq -r .status.state) == CONTAINER_EXITED ]] && break
+      sleep 0.1
+   done
+   run crictl logs "$c7"
+   echo "$output"
+   [[ $output == $'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny' ]]
+   [[ $(crictl inspect "$c7" | jq -r .status.exitCode) == 0 ]]
+}
+
 @test 'bad requests get precise errors' {
    pod_json p3 > "${work}/pod.json"
    pod=$(crictl runp "${work}/pod.json")

@@ -18,6 +18,7 @@
 import fcntl
 import os
 import select
+import signal
 import termios
 
 # As cri.keeper.spawn (in ch-cri), nsmount is our sibling in the package;
@@ -41,6 +42,27 @@ class Spawn_Error(Exception):
 
 
 ## Functions ##
+
+def signals_default():
+   """Return the signals a process we start must find at their defaults:
+      all that can be caught. Python ignores SIGPIPE and SIGXFSZ, and the
+      keeper may inherit SIGQUIT ignored; an ignored signal stays ignored
+      across exec, so without this a container's "yes | head -n 1" spins
+      forever (its writes fail with EPIPE, no SIGPIPE ends it). runc
+      starts containers with default dispositions and an empty mask."""
+   return { s for s in signal.valid_signals()
+            if s not in (signal.SIGKILL, signal.SIGSTOP) }
+
+
+def signals_reset():
+   "In the child: every signal at its default, none blocked."
+   for s in signals_default():
+      try:
+         signal.signal(s, signal.SIG_DFL)
+      except (OSError, ValueError):
+         pass     # reserved by the C library (32, 33)
+   signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
 
 def fds_apply(fa):
    "In the child: apply posix_spawn-style file actions (DUP2 and OPEN)."
@@ -108,6 +130,7 @@ def child_b(w, argv, env, fa, tty, keeper_fd, proc_p, procs, ops, user,
          # /proc/*/cgroup.
          nsmount.libc_call("unshare", nsmount.CLONE_NEWCGROUP)
       os.setsid()
+      signals_reset()
       if (argv is None or argv[0] == INIT_MARK):
          # A pod's init: ch-cri-init -P (small), or if it is not given,
          # this forked copy of the keeper.
@@ -179,7 +202,8 @@ def spawn(argv, env, fa, tty=False, pidns=None, proc_p=True, procs=(),
    if (pidns is None):
       pre = ["setsid", "-c"] if tty else ["setsid"]
       try:
-         pid = os.posix_spawnp("setsid", pre + argv, env, file_actions=fa)
+         pid = os.posix_spawnp("setsid", pre + argv, env, file_actions=fa,
+                               setsigdef=signals_default(), setsigmask=())
       except OSError as x:
          raise Spawn_Error("%s: %s" % (argv[0], x.strerror))
       return pid
