@@ -92,6 +92,21 @@ class Container:
          return pb.ContainerState.CONTAINER_RUNNING
       return pb.ContainerState.CONTAINER_CREATED
 
+   @property
+   def image_spec(self):
+      """The image as status reports it: the name the user gave, where the
+         kubelet passed one (user_specified_image; its image field is then
+         the image ID it resolved), as containerd and CRI-O answer; the
+         kubelet shows it as the pod's containerStatuses[].image."""
+      im = self.config.image
+      if (not im.user_specified_image
+          or im.image == im.user_specified_image):
+         return im
+      out = pb.ImageSpec()
+      out.CopyFrom(im)
+      out.image = im.user_specified_image
+      return out
+
    def pb_short(self):
       """Return the pb.Container that ListContainers answers with, kept
          until the container's state changes (all else is fixed at
@@ -101,7 +116,7 @@ class Container:
       if (short is None or short[0] != state):
          short = self.short = (state, pb.Container(
             id=self.id_, pod_sandbox_id=self.pod_id,
-            metadata=self.config.metadata, image=self.config.image,
+            metadata=self.config.metadata, image=self.image_spec,
             image_ref="sha256:" + self.image_id,
             image_id="sha256:" + self.image_id, state=state,
             created_at=self.created_at, labels=self.config.labels,
@@ -114,7 +129,7 @@ class Container:
          id=self.id_, metadata=self.config.metadata, state=self.state,
          created_at=self.created_at, started_at=s.get("started_at", 0),
          finished_at=s.get("finished_at", 0),
-         exit_code=s.get("exit_code", 0), image=self.config.image,
+         exit_code=s.get("exit_code", 0), image=self.image_spec,
          image_ref="sha256:" + self.image_id,
          image_id="sha256:" + self.image_id,
          reason=s.get("reason", ""), message=s.get("message", ""),

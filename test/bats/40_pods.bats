@@ -125,6 +125,26 @@ ctr_json () {  # name command...
    [[ $(crictl inspect "$c7" | jq -r .status.exitCode) == 0 ]]
 }
 
+@test 'status names the image as the user gave it, not the ID the kubelet sends' {
+   # The kubelet creates containers from the image ID it resolved, with the
+   # pod's name for it in user_specified_image; kubectl shows the status's.
+   pod_json p8 > "${work}/pod.json"
+   ctr_json c8 true > "${work}/c8.json"
+   local name id
+   name=$(jq -r .image.image "${work}/c8.json")
+   id=$(crictl inspecti "$name" | jq -r .status.id)
+   jq --arg id "$id" --arg n "$name" \
+      '.image = {"image": $id, "user_specified_image": $n}' \
+      "${work}/c8.json" > "${work}/c8-id.json"
+   pod=$(crictl runp "${work}/pod.json")
+   c8=$(crictl create "$pod" "${work}/c8-id.json" "${work}/pod.json")
+   run crictl inspect "$c8"
+   [[ $(jq -r .status.image.image <<< "$output") == "$name" ]]
+   [[ $(jq -r .status.imageRef <<< "$output") == "$id" ]]
+   run crictl ps -a -o json --id "$c8"
+   [[ $(jq -r '.containers[0].image.image' <<< "$output") == "$name" ]]
+}
+
 @test 'bad requests get precise errors' {
    pod_json p3 > "${work}/pod.json"
    pod=$(crictl runp "${work}/pod.json")
