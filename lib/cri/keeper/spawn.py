@@ -49,7 +49,10 @@ def signals_default():
       keeper may inherit SIGQUIT ignored; an ignored signal stays ignored
       across exec, so without this a container's "yes | head -n 1" spins
       forever (its writes fail with EPIPE, no SIGPIPE ends it). runc
-      starts containers with default dispositions and an empty mask."""
+      starts containers with default dispositions and an empty mask.
+      (32 and 33, the C library's own, are not valid_signals() and can't
+      be reset from Python; glibc installs its handlers when it needs
+      them.)"""
    return { s for s in signal.valid_signals()
             if s not in (signal.SIGKILL, signal.SIGSTOP) }
 
