@@ -162,9 +162,8 @@ class Network:
             self.source = files[0]
          else:
             self.builtin = True
-            for p in conflist_default("", "", "", "")["plugins"]:
-               self.plugin_path(p["type"])
-            self.plugin_path("host-local")
+            for t in NEED:
+               self.plugin_path(t)
             # The kubelet's pod CIDR, when it gave one before a restart.
             try:
                subnet = cidr_check(fsutil.json_read(
@@ -214,12 +213,8 @@ class Network:
       cidr = cidr_check(cidr)
       with self.lock:
          if (not self.builtin):
-            if (not self.ready):
-               log.info("pod CIDR %s from the kubelet not used: %s", cidr,
-                        self.reason)
-               return False
-            log.info("pod CIDR %s from the kubelet not used: network from %s",
-                     cidr, self.source)
+            log.info("pod CIDR %s from the kubelet not used: %s", cidr,
+                     self.reason or "network from %s" % self.source)
             return False
          if (cidr == self.subnet):
             return False
