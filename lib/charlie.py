@@ -57,6 +57,10 @@ BLOB_RE = re.compile(r"[0-9a-f]{64}\.(tar\.gz|json)\Z")
 # a pull was killed.
 PULL_MARKER = "pulling"
 
+# In ch-cri's state directory: {image ID: [hex digests of the blobs in the
+# download cache its pull used]}.
+BLOBS_FILE = "dlcache-blobs.json"
+
 LOCK_WAIT = 30
 PULL_TIMEOUT = 3600     # ch-image fallback only: the worker's pulls end
                         # when they stop making progress (PULL_STALL)
@@ -309,10 +313,13 @@ class Pull_Watch:
       self.logged = self.t0
 
    def bytes_(self):
+      "Bytes downloaded so far (not the layers' inflated copies)."
       total = 0
       try:
          with os.scandir(self.dlcache) as it:
             for e in it:
+               if (".tar.gz.tar" in e.name):
+                  continue
                try:
                   total += e.stat(follow_symlinks=False).st_size
                except OSError:
@@ -381,10 +388,15 @@ class Charliecloud:
    def __init__(self, storage, state_dir, bin_dir=None, python=None):
       self.storage = os.path.abspath(storage)
       self.marker = os.path.join(state_dir, PULL_MARKER)
+      self.blobs_path = os.path.join(state_dir, BLOBS_FILE)
       self.python = python or sys.executable
       self.ch_run = self.command_find("ch-run", bin_dir)
       self.ch_image = self.command_find("ch-image", bin_dir)
       self.lock = threading.Lock()
+      # A leaf: guards trashing, BLOBS_FILE and our download cache's names.
+      self.trash_lock = threading.Lock()
+      self.trashing = set()    # trash names trash_later()'s threads delete
+      self.trash_threads = []  # and those threads
       self.version = None
       self.run_features = dict()
       self.image_version = None
@@ -613,7 +625,9 @@ class Charliecloud:
          final = self.image_path(id_)
          if (not os.path.isdir(final)):
             os.rename(tmp_path, final)
-         self.blobs_link(os.path.join(scratch, "dlcache"), self.dlcache_dir)
+         self.blobs_keep(id_, os.path.join(scratch, "dlcache"),
+                         self.pull_blobs(tmp_ref,
+                                         os.path.join(scratch, "dlcache")))
          return (id_, digest, config, size, inodes)
       except Pull_Error:
          raise
@@ -625,7 +639,7 @@ class Charliecloud:
       except (OSError, ValueError) as x:
          raise Pull_Error("pull %s: bad image in storage: %s" % (src_ref, x))
       finally:
-         fsutil.rmtree(scratch)
+         self.trash_later(scratch)
 
    def remote_digest(self, src_ref, tls_verify=True, ca_file=None,
                      username=None, password=None):
@@ -877,6 +891,70 @@ class Charliecloud:
             return "sha256:" + hashlib.sha256(data).hexdigest()
       return None
 
+   def pull_blobs(self, tmp_ref, dlcache):
+      """Return the hex digests of the config and layers the manifest
+         Charliecloud fetched for tmp_ref into download cache dlcache names
+         (empty if it kept none)."""
+      base = tmp_ref.replace("/", "%").replace(":", "+") + "%"
+      out = []
+      for n in os.listdir(dlcache):
+         if (not (n.startswith(base) and n.endswith(".manifest.json"))):
+            continue
+         try:
+            with open(os.path.join(dlcache, n), "rb") as fp:
+               m = json.load(fp)
+            ds = ([(m.get("config") or {}).get("digest")]
+                  + [l.get("digest") for l in m.get("layers") or ()]
+                  + [l.get("blobSum") for l in m.get("fsLayers") or ()])
+         except (OSError, ValueError, AttributeError):
+            continue
+         out += [d[7:] for d in ds
+                 if isinstance(d, str) and d.startswith("sha256:")]
+      return sorted(set(out))
+
+   def blobs_read(self):
+      "Return the image-to-blobs map (see BLOBS_FILE); {} if none."
+      try:
+         m = fsutil.json_read(self.blobs_path).get("images")
+      except (OSError, fsutil.State_Error):
+         return {}
+      return m if isinstance(m, dict) else {}
+
+   def blobs_keep(self, id_, dlcache, blobs):
+      """Record that image id_ was pulled from blobs (hex digests) and link
+         the blobs of download cache dlcache into ours."""
+      with self.trash_lock:
+         m = self.blobs_read()
+         m[id_] = sorted(set(m.get(id_, [])) | set(blobs))
+         fsutil.json_write_atomic(self.blobs_path, { "images": m })
+         self.blobs_link(dlcache, self.dlcache_dir)
+
+   def dlcache_prune(self):
+      """Delete the blobs in the download cache that no image in the
+         storage was pulled from: a removed image's layers go with it (as
+         containerd's content does), those shared with an image still here
+         stay. Blobs of images pulled before ch-cri recorded them go too:
+         the cache only saves downloads, nothing runs from it."""
+      with self.trash_lock:
+         ids = self.image_ids()
+         m = self.blobs_read()
+         kept = { i: b for (i, b) in m.items() if i in ids }
+         if (kept != m):
+            fsutil.json_write_atomic(self.blobs_path, { "images": kept })
+         used = set()
+         for b in kept.values():
+            used.update(b)
+         try:
+            names = os.listdir(self.dlcache_dir)
+         except FileNotFoundError:
+            return
+         for n in names:
+            if (BLOB_RE.match(n) and n.split(".", 1)[0] not in used):
+               try:
+                  os.unlink(os.path.join(self.dlcache_dir, n))
+               except OSError:
+                  pass
+
    def pull_files_remove(self, tmp_dir):
       "Remove the download-cache manifests of a temporary pull target."
       try:
@@ -920,12 +998,51 @@ class Charliecloud:
                os.unlink(os.path.join(self.dlcache_dir, n))
          os.unlink(self.marker)
 
+   def trash_later(self, path):
+      """Move directory path (in img_dir) into the trash and delete it in a
+         thread of its own, off the caller's way (a pull's scratch storage,
+         its layers inflated: deleting them is milliseconds a pull need not
+         wait for). What a crash leaves, storage_gc() deletes at start-up."""
+      dst = os.path.join(self.img_dir, TRASH_PREFIX + uuid.uuid4().hex)
+      try:
+         os.rename(path, dst)
+      except FileNotFoundError:
+         return
+      except OSError:
+         fsutil.rmtree(path)
+         return
+      with self.trash_lock:
+         self.trashing.add(os.path.basename(dst))
+         self.trash_threads = [t for t in self.trash_threads if t.is_alive()]
+      def delete():
+         try:
+            fsutil.rmtree(dst)
+         except OSError as x:
+            log.warning("can't delete %s: %s", dst, x)
+         finally:
+            with self.trash_lock:
+               self.trashing.discard(os.path.basename(dst))
+      t = threading.Thread(target=delete, daemon=True, name="trash")
+      with self.trash_lock:
+         self.trash_threads.append(t)
+      t.start()
+
+   def trash_wait(self):
+      "Wait for trash_later()'s deletions (before a command exits)."
+      with self.trash_lock:
+         ts = list(self.trash_threads)
+      for t in ts:
+         t.join()
+
    def trash_empty(self):
-      "Delete what image_trash() moved aside."
+      """Delete what image_trash() moved aside (not what trash_later()
+         does), and the download cache's blobs no image here needs."""
       try:
          names = os.listdir(self.img_dir)
       except FileNotFoundError:
          return
+      with self.trash_lock:
+         names = [n for n in names if n not in self.trashing]
       for n in names:
          if (n.startswith(TRASH_PREFIX)):
             p = os.path.join(self.img_dir, n)
@@ -933,6 +1050,7 @@ class Charliecloud:
                fsutil.rmtree(p)
             else:
                os.unlink(p)
+      self.dlcache_prune()
 
    def storage_init(self):
       """Make sure the storage directory exists and is valid, letting

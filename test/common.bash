@@ -134,6 +134,23 @@ server_start () {
 
 # Stop the ch-cri started by server_start in $1 with signal $2 (default
 # TERM) and wait (bounded) for it to exit.
+# Succeed once storage DIR holds no pull's scratch storage and no trash
+# (ch-cri deletes a pull's scratch storage in a thread after the pull
+# answers): waits up to 5 s.
+storage_clean () {
+   local i p left
+   for (( i = 0; i < 50; i++ )); do
+      left=()
+      for p in "$1"/img/ch-cri%pull-* "$1"/img/ch-cri%trash-*; do
+         [[ -e $p ]] && left+=("$p")
+      done
+      (( ${#left[@]} == 0 )) && return 0
+      sleep 0.1
+   done
+   printf 'left in storage: %s\n' "${left[@]}" 1>&2
+   return 1
+}
+
 server_stop () {
    local dir=$1 sig=${2:-TERM} pid i
    [[ -f ${dir}/pid ]] || return 0

@@ -182,8 +182,13 @@ def store_command(cfg, python, argv, squash_p=False):
             status = 1
       # Downloads are kept by ch-image for the next pull: not in a store,
       # where every byte is on a shared file system.
+      ch.trash_wait()
       fsutil.rmtree(ch.dlcache_dir)
       os.makedirs(ch.dlcache_dir, exist_ok=True)
+      try:
+         os.unlink(ch.blobs_path)
+      except FileNotFoundError:
+         pass
       for d in (path, os.path.join(path, STORAGE_DIR), ch.img_dir):
          os.chmod(d, 0o755)
       for n in os.listdir(ch.img_dir):

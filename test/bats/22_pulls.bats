@@ -21,6 +21,7 @@ setup () {
 
 teardown () {
    [[ -z ${stall_pid:-} ]] || kill "$stall_pid" 2>/dev/null || true
+   [[ -z ${bad_pid:-} ]] || kill "$bad_pid" 2>/dev/null || true
    server_stop "$d" KILL || true
 }
 
@@ -41,7 +42,7 @@ imgs=(registry.k8s.io/e2e-test-images/busybox:1.29-2
    # They ran at once: their log lines interleave with no storage lock
    # retry; each left its scratch storage nowhere.
    run ! grep -q "locked by another process" "${d}/log"
-   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
+   storage_clean "${d}/storage"
    # Layers downloaded are shared: the next pull of one finds them.
    ls "${d}/storage/dlcache" | grep -q '\.tar\.gz$'
    # One image by five callers: one download, one image.
@@ -87,7 +88,7 @@ while time.time() - t0 < 60:
    echo "$output"
    [[ $status -ne 0 && $output == *"made no progress for 3 s"* ]]
    (( SECONDS - t0 < 30 ))
-   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
+   storage_clean "${d}/storage"
    # The worker goes on.
    crictl pull registry.k8s.io/pause:3.9
 }
@@ -118,4 +119,51 @@ while time.time() - t0 < 60:
    echo "connections: ${addrs}"
    (( addrs >= 3 ))
    crictl inspecti "$img" | jq -e '.info.imageSpec.config.Cmd | index("daemon off;")'
+}
+
+@test 'pulls: a layer whose bytes are not its digest is refused' {
+   # A registry (or mirror) that serves other bytes for a layer than the
+   # manifest names: Charliecloud 0.31 would unpack them.
+   reg=${CH_CRI_TEST_CACHE}/registry
+   "$PYTHON" "${BATS_TEST_DIRNAME}/../bin/bad-registry" "${reg}/ca.pem" \
+      "${reg}/key.pem" "${d}/bad.port" &
+   bad_pid=$!
+   for (( i = 0; i < 50; i++ )); do
+      [[ -s ${d}/bad.port ]] && break
+      sleep 0.1
+   done
+   port=$(cat "${d}/bad.port")
+   server_stop "$d"
+   printf '[registry."127.0.0.1:%s"]\nca = "%s/ca.pem"\n' "$port" "$reg" \
+      >> "${d}/config.toml"
+   CH_CRI_TEST_CONFIG=${d}/config.toml server_start "$d"
+   run crictl pull "127.0.0.1:${port}/bad/layer:1"
+   echo "$output"
+   [[ $status -ne 0 && $output == *"not to its digest"* ]]
+   # Nothing of it kept: no image, no scratch storage, no layer.
+   [[ -z $(crictl images -q) ]]
+   storage_clean "${d}/storage"
+   run ! ls "${d}/storage/dlcache/"*.tar.gz
+}
+
+@test 'pulls: removing an image deletes its layers, not those another uses' {
+   dl=${d}/storage/dlcache
+   blobs () { ls "$dl" | grep -E '^[0-9a-f]{64}\.(tar\.gz|json)$' || true; }
+   bb=registry.k8s.io/e2e-test-images/busybox:1.29-2
+   crictl pull "$bb"
+   s1=$(blobs)
+   [[ -n $s1 ]]
+   crictl pull registry.k8s.io/e2e-test-images/nginx:1.14-2
+   [[ $(blobs | wc -l) -gt $(echo "$s1" | wc -l) ]]
+   crictl rmi registry.k8s.io/e2e-test-images/nginx:1.14-2
+   [[ $(blobs) == "$s1" ]]
+   # docker.io/library/busybox shares its layer with ${bb}: kept.
+   crictl pull docker.io/library/busybox:latest
+   crictl rmi docker.io/library/busybox:latest
+   layer=$(echo "$s1" | grep 'tar\.gz$')
+   [[ -f ${dl}/${layer} ]]
+   crictl rmi "$bb"
+   [[ -z $(blobs) ]]
+   # What is left: nothing of the pulls either.
+   storage_clean "${d}/storage"
 }

@@ -38,7 +38,7 @@ img=registry.k8s.io/e2e-test-images/nginx:1.14-2
       crictl images > /dev/null
       # No half image: either the pull finished (complete and listed) or
       # nothing of it is left.
-      [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
+      storage_clean "${d}/storage"
       for i in "${d}"/storage/img/ch-cri%*; do
          [[ -e $i ]] || continue
          [[ -f ${i}/ch/config.pulled.json ]]
@@ -105,7 +105,7 @@ pull_kill () {
    pull_kill child
    # A clean error, not INTERNAL; no half image; the same worker goes on.
    run ! grep -q Internal "${d}/pull.out"
-   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
+   storage_clean "${d}/storage"
    [[ $(worker_of) == "$worker" ]]
    crictl pull "$img"
    # A killed worker is started again at the next pull.
@@ -122,6 +122,6 @@ pull_kill () {
    pull_kill worker
    run ! grep -q Internal "${d}/pull.out"
    grep -q Unavailable "${d}/pull.out"
-   [[ -z $(ls "${d}/storage/img" | grep -E 'ch-cri%(pull|trash)-') ]]
+   storage_clean "${d}/storage"
    crictl pull "$img"
 }

@@ -69,6 +69,12 @@ class Fake_Charlie:
       self.gate = None
       self.config_gate = None
       self.pull_started = threading.Semaphore(0)
+      # What the real adapter's trash_empty() uses (its download cache
+      # stays empty here).
+      self.trash_lock = threading.Lock()
+      self.trashing = set()
+      self.blobs_path = os.path.join(self.storage, "dlcache-blobs.json")
+      self.dlcache_dir = os.path.join(self.storage, "dlcache")
       fsutil.mkdirs(self.img_dir)
 
    @property
@@ -181,3 +187,9 @@ class Fake_Charlie:
 
    def trash_empty(self):
       charlie.Charliecloud.trash_empty(self)
+
+   def dlcache_prune(self):
+      charlie.Charliecloud.dlcache_prune(self)
+
+   def blobs_read(self):
+      return charlie.Charliecloud.blobs_read(self)

@@ -101,9 +101,7 @@ def test_squash_pull_refused_when_it_cannot_run(tmp_path):
 
 
 def test_interrupted_squash_leftovers_removed(tmp_path):
-   ch = charlie.Charliecloud.__new__(charlie.Charliecloud)
-   ch.storage = str(tmp_path)
-   ch.marker = str(tmp_path / "marker")
+   ch = charlie.Charliecloud(str(tmp_path), str(tmp_path))
    img = tmp_path / "img"
    img.mkdir()
    id_ = "a" * 64
