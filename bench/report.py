@@ -26,6 +26,8 @@ TARGETS = {
    "RSS with 50 pods MB": ("value", 60, "<= 60 MB"),
    "per-pod process RSS MB": ("value", 8, "<= 8 MB"),
    "per-pod process PSS MB": ("value", 8, "<= 8 MB (PSS)"),
+   "pull small image s": ("ratio", 1.5, "<= 1.5x containerd"),
+   "pull 100 MB image s": ("ratio", 0.8, "<= 0.8x containerd"),
 }
 ORDER = ["grpc %s ms" % s for s in (
    "RunPodSandbox", "CreateContainer", "StartContainer", "StopContainer",
