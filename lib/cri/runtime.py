@@ -38,7 +38,8 @@ log = misc.log
 
 class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
    """The CRI RuntimeService. info is a dict of facts for verbose Status
-      (versions, features, paths), computed once at start-up."""
+      (versions, features, paths), computed once at start-up (but the pod
+      network's, computed at each call)."""
 
    def __init__(self, version, cgroup_driver, info, pods, ctrs, stats,
                 streams=None, net=None):
@@ -49,7 +50,7 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       self.version = version
       self.cgroup_driver = cgroup_driver
       self.net = net
-      self.info_json = json.dumps(info, sort_keys=True)
+      self.info = info
       # user_namespaces: a root ch-cri gives hostUsers: false pods a user
       # namespace with the kubelet's mappings (inside it ch-run still
       # makes its own one-ID namespace per container; see ch-cri(1)).
@@ -80,7 +81,10 @@ class Runtime_Servicer(pb_grpc.RuntimeServiceServicer):
       res = pb.StatusResponse(status=status, runtime_handlers=self.handlers)
       res.features.supplemental_groups_policy = False
       if (request.verbose):
-         res.info["info"] = self.info_json
+         # The network's source changes when the kubelet's pod CIDR comes.
+         res.info["info"] = json.dumps(dict(
+            self.info, network=(net.source if net is not None and net.ready
+                                else None)), sort_keys=True)
       return res
 
    @err.rpc

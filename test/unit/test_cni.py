@@ -95,3 +95,22 @@ def test_plugins_missing(tmp_path):
    assert not net.ready and "not found" in net.reason
    assert not net.pod_cidr_set("10.235.3.0/24")
    assert not net.ready
+
+
+def test_status_names_network_after_cidr(tmp_path, plugins):
+   # Verbose Status says where the network comes from as it is now, not
+   # as it was at start-up.
+   import cri.runtime
+   from cri_api.v1 import api_pb2 as pb
+   conf = tmp_path / "conf"
+   conf.mkdir()
+   net = cni.Network(str(conf), [plugins], str(tmp_path / "state"),
+                     "kubelet", "br9")
+   rt = cri.runtime.Runtime_Servicer("0", "cgroupfs", { "unit": True },
+                                     None, None, None, net=net)
+   def info():
+      res = rt.Status(pb.StatusRequest(verbose=True), None)
+      return json.loads(res.info["info"])
+   assert info() == { "unit": True, "network": None }
+   net.pod_cidr_set("10.235.3.0/24")
+   assert "10.235.3.0/24" in info()["network"]

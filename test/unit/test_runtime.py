@@ -74,7 +74,8 @@ def test_status(serve):
 def test_status_verbose(serve, root):
    s = serve()
    res = call(s, "Status", pb.StatusRequest(verbose=True))
-   assert json.loads(res.info["info"]) == { "root": root, "unit": True }
+   assert json.loads(res.info["info"]) \
+          == { "root": root, "unit": True, "network": None }
    assert { c.type for c in res.status.conditions } \
           == { "RuntimeReady", "NetworkReady" }
 
