@@ -930,30 +930,33 @@ class Charliecloud:
          self.blobs_link(dlcache, self.dlcache_dir)
 
    def dlcache_prune(self):
-      """Delete the blobs in the download cache that no image in the
-         storage was pulled from: a removed image's layers go with it (as
-         containerd's content does), those shared with an image still here
-         stay. Blobs of images pulled before ch-cri recorded them go too:
-         the cache only saves downloads, nothing runs from it."""
+      """Delete the blobs in the download cache that a removed image was
+         pulled from and no image still here was: a removed image's layers
+         go with it (as containerd's content does), those shared with an
+         image still here stay. Only blobs ch-cri recorded are deleted:
+         an unprivileged ch-cri's storage may be its user's own ch-image
+         storage, whose downloads are the user's."""
       with self.trash_lock:
          ids = self.image_ids()
          m = self.blobs_read()
-         kept = { i: b for (i, b) in m.items() if i in ids }
-         if (kept != m):
-            fsutil.json_write_atomic(self.blobs_path, { "images": kept })
-         used = set()
-         for b in kept.values():
-            used.update(b)
-         try:
-            names = os.listdir(self.dlcache_dir)
-         except FileNotFoundError:
+         gone = set()
+         kept = dict()
+         for (i, b) in m.items():
+            if (i in ids):
+               kept[i] = b
+            else:
+               gone.update(b)
+         if (not gone):
             return
-         for n in names:
-            if (BLOB_RE.match(n) and n.split(".", 1)[0] not in used):
+         for b in kept.values():
+            gone.difference_update(b)
+         for h in gone:
+            for ext in (".tar.gz", ".json"):
                try:
-                  os.unlink(os.path.join(self.dlcache_dir, n))
+                  os.unlink(os.path.join(self.dlcache_dir, h + ext))
                except OSError:
                   pass
+         fsutil.json_write_atomic(self.blobs_path, { "images": kept })
 
    def pull_files_remove(self, tmp_dir):
       "Remove the download-cache manifests of a temporary pull target."

@@ -1,6 +1,7 @@
 # The Charliecloud adapter's download cache: a removed image's layers go
-# with it, those an image still here was pulled from stay; a pull's scratch
-# storage is deleted after the pull answers.
+# with it, those an image still here was pulled from stay, those no image
+# of ours was pulled from are not ours; a pull's scratch storage is
+# deleted after the pull answers.
 
 import json
 import os
@@ -45,15 +46,24 @@ def test_prune_keeps_what_images_here_use(tmp_path):
    with open(os.path.join(ch.dlcache_dir, "x%y.fat.json"), "w") as fp:
       fp.write("{}")
    ch.dlcache_prune()
-   assert sorted(os.listdir(ch.dlcache_dir)) == sorted(
-      [a + ".tar.gz", b + ".tar.gz", shared + ".tar.gz", cfg + ".json",
-       "x%y.fat.json"])
-   # Image 1 removed: its own layer and config go, the shared one stays.
+   everything = sorted(
+      [a + ".tar.gz", b + ".tar.gz", shared + ".tar.gz", stray + ".tar.gz",
+       cfg + ".json", "x%y.fat.json"])
+   assert sorted(os.listdir(ch.dlcache_dir)) == everything
+   # Image 1 removed: its own layer and config go, the shared one stays,
+   # and so does what no image of ours was pulled from (an unprivileged
+   # ch-cri's storage may be its user's own ch-image storage).
    ch.image_trash("1" * 64)
    ch.trash_empty()
    assert sorted(os.listdir(ch.dlcache_dir)) == sorted(
-      [b + ".tar.gz", shared + ".tar.gz", "x%y.fat.json"])
+      [b + ".tar.gz", shared + ".tar.gz", stray + ".tar.gz",
+       "x%y.fat.json"])
    assert list(ch.blobs_read()) == ["2" * 64]
+   ch.image_trash("2" * 64)
+   ch.trash_empty()
+   assert sorted(os.listdir(ch.dlcache_dir)) == sorted(
+      [stray + ".tar.gz", "x%y.fat.json"])
+   assert ch.blobs_read() == {}
 
 
 def test_pull_blobs_from_manifest(tmp_path):
