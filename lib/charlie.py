@@ -395,8 +395,7 @@ class Charliecloud:
       self.lock = threading.Lock()
       # A leaf: guards trashing, BLOBS_FILE and our download cache's names.
       self.trash_lock = threading.Lock()
-      self.trashing = set()    # trash names trash_later()'s threads delete
-      self.trash_threads = []  # and those threads
+      self.trashing = dict()   # trash name: trash_later()'s thread on it
       self.version = None
       self.run_features = dict()
       self.image_version = None
@@ -619,15 +618,13 @@ class Charliecloud:
                              % (src_ref, misc.stderr_tail(out)), nf)
          (data, config) = self.image_config(tmp_path)
          id_ = hashlib.sha256(data).hexdigest()
-         digest = self.manifest_digest(tmp_ref,
-                                       os.path.join(scratch, "dlcache"))
+         dl = os.path.join(scratch, "dlcache")
+         digest = self.manifest_digest(tmp_ref, dl)
          (size, inodes) = fsutil.tree_size(tmp_path)
          final = self.image_path(id_)
          if (not os.path.isdir(final)):
             os.rename(tmp_path, final)
-         self.blobs_keep(id_, os.path.join(scratch, "dlcache"),
-                         self.pull_blobs(tmp_ref,
-                                         os.path.join(scratch, "dlcache")))
+         self.blobs_keep(id_, dl, self.pull_blobs(tmp_ref, dl))
          return (id_, digest, config, size, inodes)
       except Pull_Error:
          raise
@@ -939,18 +936,11 @@ class Charliecloud:
       with self.trash_lock:
          ids = self.image_ids()
          m = self.blobs_read()
-         gone = set()
-         kept = dict()
-         for (i, b) in m.items():
-            if (i in ids):
-               kept[i] = b
-            else:
-               gone.update(b)
-         if (not gone):
+         kept = { i: b for (i, b) in m.items() if i in ids }
+         if (kept == m):
             return
-         for b in kept.values():
-            gone.difference_update(b)
-         for h in gone:
+         used = set().union(*kept.values())
+         for h in set().union(*m.values()) - used:
             for ext in (".tar.gz", ".json"):
                try:
                   os.unlink(os.path.join(self.dlcache_dir, h + ext))
@@ -1014,26 +1004,22 @@ class Charliecloud:
       except OSError:
          fsutil.rmtree(path)
          return
-      with self.trash_lock:
-         self.trashing.add(os.path.basename(dst))
-         self.trash_threads = [t for t in self.trash_threads if t.is_alive()]
       def delete():
          try:
             fsutil.rmtree(dst)
          except OSError as x:
             log.warning("can't delete %s: %s", dst, x)
-         finally:
-            with self.trash_lock:
-               self.trashing.discard(os.path.basename(dst))
       t = threading.Thread(target=delete, daemon=True, name="trash")
       with self.trash_lock:
-         self.trash_threads.append(t)
-      t.start()
+         self.trashing = { n: u for (n, u) in self.trashing.items()
+                           if u.is_alive() }
+         self.trashing[os.path.basename(dst)] = t
+         t.start()    # alive before trash_empty() can look
 
    def trash_wait(self):
       "Wait for trash_later()'s deletions (before a command exits)."
       with self.trash_lock:
-         ts = list(self.trash_threads)
+         ts = list(self.trashing.values())
       for t in ts:
          t.join()
 
@@ -1045,7 +1031,8 @@ class Charliecloud:
       except FileNotFoundError:
          return
       with self.trash_lock:
-         names = [n for n in names if n not in self.trashing]
+         busy = { n for (n, t) in self.trashing.items() if t.is_alive() }
+      names = [n for n in names if n not in busy]
       for n in names:
          if (n.startswith(TRASH_PREFIX)):
             p = os.path.join(self.img_dir, n)

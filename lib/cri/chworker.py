@@ -120,8 +120,8 @@ def layer_inflate(path):
       to its name if that is a hash; return whether it did (False: not
       gzip, left to Charliecloud to judge). Raise Digest_Error if not."""
    tmp = "%s%s.part-%d" % (path, PLAIN, os.getpid())
+   inf = Inflater(tmp)
    try:
-      inf = Inflater(tmp)
       with open(path, "rb") as fp:
          while True:
             chunk = fp.read(CHUNK)
@@ -136,6 +136,7 @@ def layer_inflate(path):
       tmp = None
       return True
    finally:
+      inf.out.close()
       if (tmp is not None):
          try:
             os.unlink(tmp)

@@ -38,6 +38,21 @@ KILL_WAIT = 10
 log = misc.log
 
 
+## Functions ##
+
+def image_spec(im):
+   """Return image spec im as status reports it: the name the user gave,
+      where the kubelet passed one (user_specified_image; its image field
+      is then the image ID it resolved), as containerd and CRI-O answer;
+      the kubelet shows it as the pod's containerStatuses[].image."""
+   if (not im.user_specified_image or im.image == im.user_specified_image):
+      return im
+   out = pb.ImageSpec()
+   out.CopyFrom(im)
+   out.image = im.user_specified_image
+   return out
+
+
 ## Classes ##
 
 class Container:
@@ -58,6 +73,7 @@ class Container:
       self.resources = None
       self.cg_key = None       # its cgroup's key, once known to exist
       self.short = None        # (state, pb.Container), see pb_short
+      self.image_spec = image_spec(config.image)   # as status names it
       self.op_lock = threading.Lock()
 
    @classmethod
@@ -91,21 +107,6 @@ class Container:
       if (s.get("started_at")):
          return pb.ContainerState.CONTAINER_RUNNING
       return pb.ContainerState.CONTAINER_CREATED
-
-   @property
-   def image_spec(self):
-      """The image as status reports it: the name the user gave, where the
-         kubelet passed one (user_specified_image; its image field is then
-         the image ID it resolved), as containerd and CRI-O answer; the
-         kubelet shows it as the pod's containerStatuses[].image."""
-      im = self.config.image
-      if (not im.user_specified_image
-          or im.image == im.user_specified_image):
-         return im
-      out = pb.ImageSpec()
-      out.CopyFrom(im)
-      out.image = im.user_specified_image
-      return out
 
    def pb_short(self):
       """Return the pb.Container that ListContainers answers with, kept

@@ -126,7 +126,7 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
                                      init, p.squash)
    p.images.in_use = p.ctrs.image_user
    if (info is None):
-      info = info_of(cfg, version, ch, p.net, p.cg, init, p.squash)
+      info = info_of(cfg, version, ch, p.cg, init, p.squash)
    p.interceptors = [cri.errors.Request_Decoder()]
    if (cfg.get("metrics")):
       try:
@@ -152,8 +152,9 @@ def build(cfg, version, python, init=None, ch=None, cg=None, info=None):
    return p
 
 
-def info_of(cfg, version, ch, net, cg, init, squash=None):
-   "Return what verbose Status says of how ch-cri is set up."
+def info_of(cfg, version, ch, cg, init, squash=None):
+   """Return what verbose Status says of how ch-cri is set up (the pod
+      network it adds itself: that changes)."""
    return { "version": version,
             "charliecloud": { "ch_run": ch.ch_run, "version": ch.version,
                               "ch_image": ch.ch_image,
@@ -164,7 +165,6 @@ def info_of(cfg, version, ch, net, cg, init, squash=None):
                               "storage": ch.storage },
             "euid": os.geteuid(),
             "init": init,
-            "network": (net.source if net.ready else None),
             # Verbose Status says what limits are enforced, and if none,
             # why (as the start-up log does).
             "cgroups": { "version": 2 if cg.v2 else 1, "root": cg.root,

@@ -72,7 +72,7 @@ class Fake_Charlie:
       # What the real adapter's trash_empty() uses (its download cache
       # stays empty here).
       self.trash_lock = threading.Lock()
-      self.trashing = set()
+      self.trashing = dict()
       self.blobs_path = os.path.join(self.storage, "dlcache-blobs.json")
       self.dlcache_dir = os.path.join(self.storage, "dlcache")
       fsutil.mkdirs(self.img_dir)

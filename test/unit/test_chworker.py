@@ -67,8 +67,7 @@ def test_inflate_several_members_and_not_gzip(tmp_path):
    # A truncated gzip: not whole, so not used.
    path = layer_write(str(tmp_path), gzip.compress(plain)[:-20])
    assert not cw.layer_inflate(path)
-   assert os.listdir(str(tmp_path)) == [n for n in os.listdir(str(tmp_path))
-                                        if ".part-" not in n]
+   assert not [n for n in os.listdir(str(tmp_path)) if ".part-" in n]
 
 
 def test_sink_inflates_while_written(tmp_path):

@@ -5,6 +5,7 @@
 
 import json
 import os
+import threading
 
 import charlie
 
@@ -98,9 +99,13 @@ def test_trash_later(tmp_path):
    # trash_empty() leaves what a thread is deleting to it.
    t = os.path.join(ch.img_dir, charlie.TRASH_PREFIX + "busy")
    os.makedirs(t)
-   ch.trashing.add(os.path.basename(t))
+   busy = threading.Event()
+   th = threading.Thread(target=busy.wait, args=(10,))
+   th.start()
+   ch.trashing[os.path.basename(t)] = th
    ch.trash_empty()
    assert os.path.isdir(t)
-   ch.trashing.clear()
+   busy.set()
+   th.join()
    ch.trash_empty()
    assert not os.path.exists(t)
